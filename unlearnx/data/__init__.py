@@ -1,0 +1,72 @@
+"""Data sources, splits and batching.
+
+``load(source)`` detects the source from the path's content (or takes a name):
+
+- ``None`` / ``"digits"``: scikit-learn's bundled digits, the embedded default;
+- a competition-layout folder (``retain.csv``, ``forget.csv``, ``validation.csv``, ``images/``);
+- an ImageFolder tree with ``train/`` and ``test/`` (e.g. CIFAR-10 as JPEGs);
+- torchvision's CIFAR-10 python-pickle folder (``cifar-10-batches-py``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .batches import Batches, LoaderBatches, TensorBatches, as_batches
+from .forget import ForgetSpec, select_forget
+from .splits import Normalization, Split, Splits
+
+__all__ = ["load", "detect_source", "Splits", "Split", "Normalization", "ForgetSpec", "select_forget",
+           "Batches", "TensorBatches", "LoaderBatches", "as_batches"]
+
+
+def detect_source(source) -> str:
+    """Name the kind of ``source``: digits, competition, imagefolder or cifar-pickle."""
+    if source is None or str(source) == "digits":
+        return "digits"
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"data source {str(source)!r} does not exist (use 'digits' for the embedded default)")
+    if path.is_dir():
+        if (path / "retain.csv").exists() or (path / "forget.csv").exists():
+            return "competition"
+        if (path / "data_batch_1").exists() or (path / "cifar-10-batches-py" / "data_batch_1").exists():
+            return "cifar-pickle"
+        if (path / "train").is_dir():
+            return "imagefolder"
+    raise ValueError(f"cannot tell what kind of data {str(source)!r} is: expected 'digits', a competition folder "
+                     "(retain.csv, forget.csv, validation.csv, images/), an ImageFolder tree with train/ and test/, "
+                     "or a cifar-10-batches-py folder")
+
+
+def load(source=None, *, forget: ForgetSpec | str | None = None, seed: int = 0, split_file=None,
+         cache_dir=None) -> Splits:
+    """Load ``source`` into :class:`Splits`.
+
+    ``forget`` chooses the forget set for sources without one (default: random 10% of train), drawn with
+    ``seed``. ``split_file`` (a ``.pt`` index file written by :func:`save_split`) reloads an earlier
+    split so every method sees the same one.
+    """
+    if not isinstance(forget, ForgetSpec):
+        forget = ForgetSpec.parse(forget)
+    kind = detect_source(source)
+    if kind == "digits":
+        from .digits import load_digits_splits
+
+        splits = load_digits_splits(forget, seed=seed)
+    elif kind == "competition":
+        from .competition import load_competition
+
+        splits = load_competition(Path(source))
+    elif kind == "imagefolder":
+        from .imagefolder import load_imagefolder
+
+        splits = load_imagefolder(Path(source), forget=forget, seed=seed, cache_dir=cache_dir)
+    else:
+        from .cifar_pickle import load_cifar_pickle
+
+        splits = load_cifar_pickle(Path(source), forget=forget, seed=seed)
+    if split_file is not None:
+        from .split_file import apply_split_file
+
+        splits = apply_split_file(splits, split_file)
+    return splits
