@@ -16,7 +16,29 @@ from .forget import ForgetSpec, select_forget
 from .splits import Normalization, Split, Splits
 
 __all__ = ["load", "detect_source", "Splits", "Split", "Normalization", "ForgetSpec", "select_forget",
-           "Batches", "TensorBatches", "LoaderBatches", "as_batches"]
+           "Batches", "TensorBatches", "LoaderBatches", "as_batches", "save_split", "apply_split_file",
+           "competition_checkpoint"]
+
+
+def save_split(splits: Splits, path):
+    """Write the forget choice of ``splits`` to a split file (see :mod:`unlearnx.data.split_file`)."""
+    from .split_file import save_split as _save
+
+    return _save(splits, path)
+
+
+def apply_split_file(splits: Splits, path) -> Splits:
+    """``splits`` with the forget set of a split file; a clear error if the data differ."""
+    from .split_file import apply_split_file as _apply
+
+    return _apply(splits, path)
+
+
+def competition_checkpoint(path):
+    """``original_model.pth`` of a competition folder, or None (also ``Splits.checkpoint``)."""
+    from .competition import competition_checkpoint as _checkpoint
+
+    return _checkpoint(path)
 
 
 def detect_source(source) -> str:
@@ -40,14 +62,19 @@ def detect_source(source) -> str:
 
 def load(source=None, *, forget: ForgetSpec | str | None = None, seed: int = 0, split_file=None,
          cache_dir=None) -> Splits:
-    """Load ``source`` into :class:`Splits`.
+    """Load ``source`` into :class:`Splits` (deterministic: the same arguments give the same split).
 
-    ``forget`` chooses the forget set for sources without one (default: random 10% of train), drawn with
-    ``seed``. ``split_file`` (a ``.pt`` index file written by :func:`save_split`) reloads an earlier
-    split so every method sees the same one.
+    ``forget`` chooses the forget set, drawn with ``seed``: for sources without one the default is a
+    random 10% of train; a competition folder uses its ``forget.csv`` unless ``forget`` is given
+    (then it is re-drawn from retain + forget, e.g. ``"groups:15"`` over person_id). ``split_file``
+    (a JSON file written by :func:`save_split`) reloads an earlier split exactly and overrides
+    ``forget``/``seed``. ``cache_dir`` holds decoded images (default ``$UNLEARNX_CACHE`` or
+    ``~/.cache/unlearnx``; ``False`` = no cache).
     """
-    if not isinstance(forget, ForgetSpec):
-        forget = ForgetSpec.parse(forget)
+    if forget is not None and not isinstance(forget, ForgetSpec):
+        forget = ForgetSpec.parse(forget) if str(forget).strip() else None
+    if split_file is not None:
+        forget = None  # the file decides; don't let an unrelated spec fail first
     kind = detect_source(source)
     if kind == "digits":
         from .digits import load_digits_splits
@@ -56,7 +83,7 @@ def load(source=None, *, forget: ForgetSpec | str | None = None, seed: int = 0, 
     elif kind == "competition":
         from .competition import load_competition
 
-        splits = load_competition(Path(source))
+        splits = load_competition(Path(source), forget=forget, seed=seed, cache_dir=cache_dir)
     elif kind == "imagefolder":
         from .imagefolder import load_imagefolder
 

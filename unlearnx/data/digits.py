@@ -35,11 +35,10 @@ def load_digits_splits(forget: ForgetSpec | None = None, seed: int = 0, test_fra
 
     spec = forget or ForgetSpec()
     forget_idx = select_forget(train.labels, spec, seed=seed)
-    keep = torch.ones(len(train), dtype=torch.bool)
-    keep[forget_idx] = False
+    retain, forget_split = train.partition(forget_idx)
     return Splits(
-        retain=train.subset(torch.nonzero(keep).flatten()),
-        forget=train.subset(forget_idx),
+        retain=retain,
+        forget=forget_split,
         validation=Split(x[val_idx], y[val_idx], [f"digits:{i}" for i in val_idx.tolist()]),
         test=Split(x[test_idx], y[test_idx], [f"digits:{i}" for i in test_idx.tolist()]),
         num_classes=10,
@@ -47,4 +46,6 @@ def load_digits_splits(forget: ForgetSpec | None = None, seed: int = 0, test_fra
         normalization=Normalization(mean=MEAN, std=STD),
         class_names=[str(i) for i in range(10)],
         forget_description=spec.describe() + f" (seed {seed})",
+        forget_index=forget_idx,
+        kind="digits",
     )

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -46,12 +47,15 @@ class Normalization:
 
 @dataclass
 class Split:
-    """One split: ``images`` uint8 [N, C, H, W], ``labels`` int64 [N], optional per-example ``ids``."""
+    """One split: ``images`` uint8 [N, C, H, W], ``labels`` int64 [N], optional per-example ``ids`` and
+    ``groups`` (int64 [N], e.g. the competition's person_id, for forgetting whole people)."""
 
     images: Tensor
     labels: Tensor
     ids: list[str] | None = None
+    groups: Tensor | None = None
     _on_device: dict = field(default_factory=dict, repr=False, compare=False)
+    _pixel_digest: bytes | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.images.dim() != 4:
@@ -63,6 +67,10 @@ class Split:
         self.labels = self.labels.long()
         if self.ids is not None and len(self.ids) != len(self.labels):
             raise ValueError("split ids must have one entry per image")
+        if self.groups is not None:
+            self.groups = torch.as_tensor(self.groups).long()
+            if self.groups.shape != self.labels.shape:
+                raise ValueError(f"split groups must be [N] with N={len(self.labels)}, got {tuple(self.groups.shape)}")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -70,7 +78,22 @@ class Split:
     def subset(self, index: Tensor) -> "Split":
         index = torch.as_tensor(index, dtype=torch.long)
         ids = [self.ids[i] for i in index.tolist()] if self.ids is not None else None
-        return Split(self.images[index], self.labels[index], ids)
+        groups = self.groups[index] if self.groups is not None else None
+        return Split(self.images[index], self.labels[index], ids, groups)
+
+    def partition(self, index: Tensor) -> tuple["Split", "Split"]:
+        """``(rest, chosen)``: the examples not at ``index`` (in order) and those at ``index``."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[index] = False
+        return self.subset(torch.nonzero(keep).flatten()), self.subset(index)
+
+    def pixel_digest(self) -> bytes:
+        """A fingerprint of the pixels (computed once: splits are not modified in place)."""
+        if self._pixel_digest is None:
+            # sha1 is ~2x faster than sha256 here and this is a fingerprint, not a security check
+            self._pixel_digest = hashlib.sha1(self.images.cpu().contiguous().numpy()).digest()
+        return self._pixel_digest
 
     def on(self, device: torch.device | str) -> tuple[Tensor, Tensor]:
         """Images and labels resident on ``device`` (copied once, then reused)."""
@@ -96,6 +119,13 @@ class Splits:
     normalization: Normalization = field(default_factory=Normalization)
     class_names: list[str] | None = None
     forget_description: str = ""
+    # Sorted positions of the forget examples in the source's training set (retain + forget, in the
+    # source's order; retain holds the rest, in order). Defaults to "forget after retain". Split files
+    # store this, so a split reloads exactly.
+    forget_index: Tensor | None = None
+    kind: str = ""                              # digits | competition | imagefolder | cifar-pickle
+    checkpoint: Path | None = None              # the source's original model (competition original_model.pth)
+    declared_class_counts: list[int] | None = None  # per-class train counts the source ships (age_class_weights.json)
 
     def __post_init__(self):
         if len(self.forget) == 0:
@@ -112,10 +142,23 @@ class Splits:
                 where = f" ({split.ids[bad]})" if split.ids else ""
                 raise ValueError(f"{name} split: label {int(split.labels[bad])} at row {bad}{where} is outside "
                                  f"0..{self.num_classes - 1}")
+        n_train = len(self.retain) + len(self.forget)
+        if self.forget_index is None:
+            self.forget_index = torch.arange(len(self.retain), n_train)
+        self.forget_index = torch.as_tensor(self.forget_index, dtype=torch.long)
+        index = self.forget_index
+        if (index.shape != (len(self.forget),) or (index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_train))
+                or bool((index[1:] <= index[:-1]).any())):
+            raise ValueError(f"forget_index must be {len(self.forget)} sorted, distinct positions in 0..{n_train - 1}")
 
     @property
     def class_counts(self) -> list[int]:
-        """Per-class counts of the training set (retain + forget), as the competition's class weights use."""
+        """Per-class counts of the training set (retain + forget), as the competition's class weights use.
+
+        A source that ships its own counts (the competition's ``age_class_weights.json``) gives those.
+        """
+        if self.declared_class_counts is not None:
+            return list(self.declared_class_counts)
         labels = torch.cat([self.retain.labels, self.forget.labels])
         return torch.bincount(labels, minlength=self.num_classes).tolist()
 
@@ -126,15 +169,45 @@ class Splits:
     def named(self) -> dict[str, Split | None]:
         return {"retain": self.retain, "forget": self.forget, "validation": self.validation, "test": self.test}
 
+    def train_split(self) -> Split:
+        """The source's training set (retain + forget) in the source's own order."""
+        retain_pos = torch.ones(len(self.retain) + len(self.forget), dtype=torch.bool)
+        retain_pos[self.forget_index] = False
+        retain_pos = torch.nonzero(retain_pos).flatten()
+        order = torch.empty(len(retain_pos) + len(self.forget_index), dtype=torch.long)
+        # order[position in train] = position in cat(retain, forget)
+        order[retain_pos] = torch.arange(len(retain_pos))
+        order[self.forget_index] = torch.arange(len(retain_pos), len(order))
+        both = [self.retain, self.forget]
+        ids = None
+        if all(s.ids is not None for s in both):
+            joined = self.retain.ids + self.forget.ids
+            ids = [joined[i] for i in order.tolist()]
+        groups = None
+        if all(s.groups is not None for s in both):
+            groups = torch.cat([s.groups for s in both])[order]
+        return Split(torch.cat([s.images for s in both])[order], torch.cat([s.labels for s in both])[order],
+                     ids, groups)
+
+    def with_forget(self, forget_index: Tensor, description: str) -> "Splits":
+        """The same source with another forget set: ``forget_index`` are positions in :meth:`train_split`."""
+        forget_index = torch.sort(torch.as_tensor(forget_index, dtype=torch.long)).values
+        retain, forget = self.train_split().partition(forget_index)
+        return replace(self, retain=retain, forget=forget, forget_index=forget_index, forget_description=description)
+
     def split_hash(self) -> str:
-        """A short fingerprint of which examples went where, recorded in every report."""
-        h = hashlib.sha256(self.source.encode())
+        """A short fingerprint of which examples went where, recorded in every report.
+
+        Content only (split sizes, labels, pixels), not the source's path, so the same data gives the same
+        hash on every machine.
+        """
+        h = hashlib.sha256(b"unlearnx-split")
         for name, split in self.named().items():
             h.update(name.encode())
             if split is not None:
                 h.update(str(len(split)).encode())
-                h.update(split.labels.numpy().tobytes())
-                h.update(hashlib.sha256(split.images.numpy().tobytes()).digest())
+                h.update(split.labels.cpu().numpy().tobytes())
+                h.update(split.pixel_digest())
         return h.hexdigest()[:16]
 
     def summary(self) -> dict:

@@ -1,0 +1,160 @@
+"""Decode image files once into one uint8 tensor, and keep it on disk.
+
+``cached_images(paths)`` returns ``[N, 3, H, W]`` uint8 for a list of image files. The first call decodes
+(JPEGs in batches with ``torchvision.io.decode_jpeg``, other formats with ``decode_image``, Pillow as a
+last resort) and writes the tensor under the cache folder; later calls with the same files (same
+absolute paths, sizes and modification times) read it back without decoding anything.
+
+Cache folder: the ``cache_dir`` argument, else ``$UNLEARNX_CACHE``, else ``~/.cache/unlearnx``.
+``cache_dir=False`` turns the cache off.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+CACHE_FORMAT = 1  # bump when the decoded layout changes, so old entries are not reused
+JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif"}
+_JPEG_BATCH = 2048
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("UNLEARNX_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "unlearnx"
+
+
+def resolve_cache_dir(cache_dir) -> Path | None:
+    """``None`` -> the default folder; ``False`` -> no cache; anything else -> that folder."""
+    if cache_dir is False:
+        return None
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
+def files_key(paths: list[str], namespace: str) -> str:
+    """A fingerprint of the file list: absolute paths, sizes and modification times (no reading)."""
+    h = hashlib.sha256(f"{namespace}\0{CACHE_FORMAT}\0{len(paths)}\0".encode())
+    parts = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise FileNotFoundError(f"cannot read image {path}: {exc.strerror or exc}") from None
+        parts.append(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\n")
+    h.update("".join(parts).encode())
+    return h.hexdigest()[:32]
+
+
+def _read_all(paths: list[str]) -> list[bytes]:
+    # File reads release the GIL, so a few threads hide the per-file latency.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(_read_bytes, paths, chunksize=256))
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read image {path}: {exc.strerror or exc}") from None
+
+
+def _decode_one(data: bytes, path: str) -> Tensor:
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except Exception:
+        pass
+    try:  # formats torchvision cannot decode (BMP, TIFF, ...)
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            array = np.asarray(img.convert("RGB"))
+        return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    except Exception as exc:
+        raise ValueError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from None
+
+
+def decode_files(paths: list[str]) -> list[Tensor]:
+    """Decode every file to a uint8 ``[3, H, W]`` tensor (RGB; grey and RGBA are converted)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    paths = [os.fspath(p) for p in paths]
+    datas = _read_all(paths)
+    out: list[Tensor | None] = [None] * len(paths)
+    jpegs = [i for i, p in enumerate(paths) if os.path.splitext(p)[1].lower() in JPEG_SUFFIXES]
+    for lo in range(0, len(jpegs), _JPEG_BATCH):
+        chunk = jpegs[lo:lo + _JPEG_BATCH]
+        tensors = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in chunk]
+        try:
+            decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB)
+        except Exception:  # one bad file fails the batch; decode one by one to name it
+            decoded = [_decode_one(datas[i], paths[i]) for i in chunk]
+        for i, image in zip(chunk, decoded):
+            out[i] = image
+    for i, image in enumerate(out):
+        if image is None:
+            out[i] = _decode_one(datas[i], paths[i])
+    return out  # type: ignore[return-value]
+
+
+def stack_same_size(images: list[Tensor], paths: list[str]) -> Tensor:
+    """One ``[N, 3, H, W]`` tensor; an image whose size differs from the first is named in the error."""
+    if not images:
+        return torch.empty((0, 3, 0, 0), dtype=torch.uint8)
+    shape = images[0].shape
+    for image, path in zip(images, paths):
+        if image.shape != shape:
+            raise ValueError(f"image {path} is {image.shape[2]}x{image.shape[1]} pixels but {paths[0]} is "
+                             f"{shape[2]}x{shape[1]}: all images of a source must have the same size")
+    return torch.stack(images)
+
+
+def _decode_stack(paths: list[str]) -> Tensor:
+    return stack_same_size(decode_files(paths), paths)
+
+
+def cached_images(paths: list[str], *, namespace: str, cache_dir=None) -> Tensor:
+    """Decoded ``[N, 3, H, W]`` uint8 images of ``paths``, from the cache when the files are unchanged."""
+    paths = [os.fspath(p) for p in paths]
+    folder = resolve_cache_dir(cache_dir)
+    if folder is None:
+        return _decode_stack(paths)
+    key = files_key(paths, namespace)
+    entry = folder / f"images-{key}.pt"
+    if entry.exists():
+        try:
+            saved = torch.load(entry, map_location="cpu", weights_only=True)
+            images = saved["images"]
+            if saved.get("key") == key and images.dtype == torch.uint8 and images.shape[0] == len(paths):
+                return images
+        except Exception as exc:  # a truncated or foreign file: decode again and overwrite it
+            warnings.warn(f"ignoring unreadable image cache {entry} ({type(exc).__name__}: {exc})", stacklevel=2)
+    images = _decode_stack(paths)
+    try:
+        _atomic_save({"key": key, "namespace": namespace, "images": images}, entry)
+    except OSError as exc:  # a read-only cache folder must not stop loading
+        warnings.warn(f"cannot write image cache {entry}: {exc}", stacklevel=2)
+    return images
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
