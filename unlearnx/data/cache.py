@@ -14,7 +14,6 @@ import hashlib
 import os
 import tempfile
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -51,18 +50,28 @@ def files_key(paths: list[str], namespace: str) -> str:
     return h.hexdigest()[:32]
 
 
-def _read_all(paths: list[str]) -> list[bytes]:
-    # File reads release the GIL, so a few threads hide the per-file latency.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(_read_bytes, paths, chunksize=256))
+def _read_all(paths: list[str]) -> list[bytearray]:
+    # A plain loop: with files in the page cache a thread pool costs 4x the CPU for no gain.
+    return [_read_bytes(path) for path in paths]
 
 
-def _read_bytes(path: str) -> bytes:
+def _read_bytes(path: str) -> bytearray:
+    """The file's bytes in a writable buffer, so ``torch.frombuffer`` needs no copy."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        with open(path, "rb", buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            data = bytearray(size)
+            if f.readinto(data) != size:
+                raise OSError(f"file changed size while reading ({size} bytes expected)")
+            return data
     except OSError as exc:
         raise FileNotFoundError(f"cannot read image {path}: {exc.strerror or exc}") from None
+
+
+def _as_tensor(data: bytearray) -> Tensor:
+    if not data:  # frombuffer rejects empty buffers; an empty file then fails to decode with its name
+        return torch.empty(0, dtype=torch.uint8)
+    return torch.frombuffer(data, dtype=torch.uint8)
 
 
 def _torchvision_decoders():
@@ -74,12 +83,12 @@ def _torchvision_decoders():
     return decode_jpeg, decode_image, ImageReadMode
 
 
-def _decode_one(data: bytes, path: str) -> Tensor:
+def _decode_one(data: bytearray, path: str) -> Tensor:
     decoders = _torchvision_decoders()
     if decoders is not None:
         _, decode_image, mode = decoders
         try:
-            return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode.RGB)
+            return decode_image(_as_tensor(data), mode=mode.RGB)
         except Exception:
             pass
     try:  # formats torchvision cannot decode (BMP, TIFF, ...)
@@ -88,7 +97,7 @@ def _decode_one(data: bytes, path: str) -> Tensor:
         import numpy as np
         from PIL import Image
 
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(bytes(data))) as img:
             array = np.asarray(img.convert("RGB"))
         return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
     except Exception as exc:
@@ -106,7 +115,7 @@ def decode_files(paths: list[str]) -> list[Tensor]:
         return _decode_all(paths, datas)
 
 
-def _decode_all(paths: list[str], datas: list[bytes]) -> list[Tensor]:
+def _decode_all(paths: list[str], datas: list[bytearray]) -> list[Tensor]:
     out: list[Tensor | None] = [None] * len(paths)
     decoders = _torchvision_decoders()
     jpegs = [i for i, p in enumerate(paths) if os.path.splitext(p)[1].lower() in JPEG_SUFFIXES]
@@ -116,7 +125,7 @@ def _decode_all(paths: list[str], datas: list[bytes]) -> list[Tensor]:
         decode_jpeg, _, ImageReadMode = decoders
     for lo in range(0, len(jpegs), _JPEG_BATCH):  # batched: ~1.5x faster than one call per file
         chunk = jpegs[lo:lo + _JPEG_BATCH]
-        tensors = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in chunk]
+        tensors = [_as_tensor(datas[i]) for i in chunk]
         try:
             decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB)
         except Exception:  # one bad file fails the batch; decode one by one to name it
