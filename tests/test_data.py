@@ -325,3 +325,37 @@ def test_competition_images_are_cached_too(competition, cache_dir, monkeypatch):
     first = load(competition, cache_dir=cache_dir)
     monkeypatch.setattr(image_cache, "decode_files", lambda paths: (_ for _ in ()).throw(AssertionError("decoded")))
     assert load(competition, cache_dir=cache_dir).split_hash() == first.split_hash()
+
+
+# --- Splits bookkeeping -----------------------------------------------------------------------------
+
+def test_train_split_restores_source_order_and_with_forget_moves_examples():
+    from unlearnx.data import Split, Splits
+
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous()
+    train = Split(images, torch.arange(10) % 2, [f"x{i}" for i in range(10)], torch.arange(10) // 3)
+    retain, forget = train.partition(torch.tensor([2, 7]))
+    assert retain.ids == ["x0", "x1", "x3", "x4", "x5", "x6", "x8", "x9"] and forget.groups.tolist() == [0, 2]
+    splits = Splits(retain, forget, None, None, num_classes=2, source="toy", forget_index=torch.tensor([2, 7]))
+    restored = splits.train_split()
+    assert restored.ids == train.ids and torch.equal(restored.images, images)
+    assert torch.equal(restored.groups, train.groups)
+    moved = splits.with_forget(torch.tensor([9, 0, 4]), "three")
+    assert moved.forget.ids == ["x0", "x4", "x9"] and moved.forget_index.tolist() == [0, 4, 9]
+    assert moved.train_split().ids == train.ids and moved.split_hash() != splits.split_hash()
+    # without a forget_index, forget is taken to follow retain
+    plain = Splits(retain, forget, None, None, num_classes=2, source="toy")
+    assert plain.forget_index.tolist() == [8, 9] and plain.train_split().ids == retain.ids + forget.ids
+    with pytest.raises(ValueError, match="forget_index must be 2 sorted, distinct positions in 0..9"):
+        Splits(retain, forget, None, None, num_classes=2, source="toy", forget_index=torch.tensor([7, 2]))
+    with pytest.raises(ValueError, match="split groups must be"):
+        Split(images, torch.zeros(10), None, torch.zeros(3))
+
+
+def test_default_fixture_checkpoint_is_a_resnet18(tmp_path):
+    from unlearnx.models import load_checkpoint
+
+    root = write_competition_folder(tmp_path / "c", n_people=4, images_per_person=3)
+    splits = load(root, cache_dir=False)
+    model = load_checkpoint(splits.checkpoint, "resnet18", splits.num_classes)
+    assert model.fc.out_features == 10 and model.conv1.kernel_size == (7, 7)

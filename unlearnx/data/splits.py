@@ -45,7 +45,7 @@ class Normalization:
         return list(values)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: element-wise tensor == would raise on `split_a == split_b`
 class Split:
     """One split: ``images`` uint8 [N, C, H, W], ``labels`` int64 [N], optional per-example ``ids`` and
     ``groups`` (int64 [N], e.g. the competition's person_id, for forgetting whole people)."""
@@ -106,7 +106,7 @@ class Split:
         return self._on_device[key]
 
 
-@dataclass
+@dataclass(eq=False)
 class Splits:
     """Retain / forget / validation / test splits of one data source (a split may be None)."""
 
