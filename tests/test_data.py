@@ -25,6 +25,12 @@ def pil_pixels(path) -> torch.Tensor:
         return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
 
 
+@pytest.fixture(autouse=True)
+def _no_home_cache(tmp_path, monkeypatch):
+    """Loads without an explicit cache_dir must not write to the user's ~/.cache."""
+    monkeypatch.setenv("UNLEARNX_CACHE", str(tmp_path / "default-cache"))
+
+
 @pytest.fixture(scope="module")
 def competition(tmp_path_factory):
     return write_competition_folder(tmp_path_factory.mktemp("competition"), n_people=20, images_per_person=10,

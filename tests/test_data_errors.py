@@ -17,6 +17,12 @@ except ImportError:  # pytest puts tests/ itself on sys.path when tests/ is not 
     from fixtures import read_csv, write_cifar_pickle, write_competition_folder, write_csv, write_imagefolder
 
 
+@pytest.fixture(autouse=True)
+def _no_home_cache(tmp_path, monkeypatch):
+    """Loads without an explicit cache_dir must not write to the user's ~/.cache."""
+    monkeypatch.setenv("UNLEARNX_CACHE", str(tmp_path / "default-cache"))
+
+
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     return write_competition_folder(tmp_path_factory.mktemp("pristine"), n_people=6, images_per_person=5,
