@@ -14,3 +14,5 @@ from .competition import (  # noqa: F401
     max_epsilon,
     points,
 )
+from .evaluation import evaluate_splits, loss_accuracy, per_example_losses, predict  # noqa: F401,E402
+from .mia import MIA_INFO, SVC_FEATURES, entropy_lr_mia, simple_mia, svc_mia, svc_mia_all  # noqa: F401,E402
