@@ -76,7 +76,7 @@ def weighted_ce(weights: Tensor | None, weighting: str):
         raise ValueError(f"cfw: weighting must be 'batch' or 'sample', got {weighting!r}")
 
     def loss(model, x, y):
-        logits = model(x).float()
+        logits = model(x)
         if weights is None:
             return F.cross_entropy(logits, y)
         w = weights.to(logits.device)

@@ -75,7 +75,7 @@ def _train(model: nn.Module, ctx: UnlearnContext, epochs: int, lr: float, r: CTR
 @torch.no_grad()
 def _probabilities(model: nn.Module, x: Tensor) -> Tensor:
     model.eval()
-    return torch.softmax(model(x).float(), dim=1)
+    return torch.softmax(model(x), dim=1)
 
 
 def _reset_all(model: nn.Module) -> None:

@@ -47,13 +47,14 @@ def reset_first_and_last(model: nn.Module) -> None:
 
 def kl_t(ops, student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     """KL(softmax(t/T) ‖ softmax(s/T)), batch mean."""
-    target = torch.softmax(teacher.float() / temperature, dim=1)
-    return ops.bikl_loss(student.float() / temperature, target, 0.0)
+    target = torch.softmax(teacher / temperature, dim=1)
+    # The op needs one dtype: under autocast softmax gives fp32 while the logits are fp16/bf16.
+    return ops.bikl_loss((student / temperature).to(target.dtype), target, 0.0)
 
 
 def soft_ce_t(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
-    target = torch.softmax(teacher.float() / temperature, dim=1)
-    return (-target * F.log_softmax(student.float() / temperature, dim=1)).sum(1).mean()
+    target = torch.softmax(teacher / temperature, dim=1)
+    return (-target * F.log_softmax(student / temperature, dim=1)).sum(1).mean()
 
 
 class _OnlyClasses:
@@ -100,7 +101,7 @@ def _kde(model: nn.Module, ctx: UnlearnContext, r: KDERecipe) -> None:
         z = m(x)
         with torch.no_grad():
             t = teacher(x)
-        return scale * (soft_ce_t(z, t, T) + kl_t(ctx.ops, z, t, T)) + F.cross_entropy(z.float(), y)
+        return scale * (soft_ce_t(z, t, T) + kl_t(ctx.ops, z, t, T)) + F.cross_entropy(z, y)
 
     optimizer = sgd(model.parameters(), r.lr, r.momentum, r.weight_decay)
     scheduler = cosine(optimizer, r.epochs)

@@ -55,7 +55,7 @@ def collect_gradients(model: nn.Module, ctx: UnlearnContext, subset_size: int = 
     for batches, sign in ((subset, 1.0), (ctx.forget, -1.0)):
         for x, y in batches:
             with autocast_for(ctx.device, ctx.amp_dtype):
-                loss = sign * F.cross_entropy(model(x).float(), y)
+                loss = sign * F.cross_entropy(model(x), y)
             loss.backward()
             ctx.progress.advance()
 

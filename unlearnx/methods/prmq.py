@@ -94,9 +94,9 @@ def _prmq(model: nn.Module, ctx: UnlearnContext, r: PRMQRecipe) -> None:
     prune_and_reinit(model, r.prune_amount, ctx.generator)
 
     def loss_fn(m, x, y):
-        logits = m(x).float()
+        logits = m(x)
         with torch.no_grad():
-            target_entropy = entropy(teacher(x).float())
+            target_entropy = entropy(teacher(x))
         ce = F.cross_entropy(logits, y, weight=weight)
         return ce + r.entropy_weight * F.mse_loss(entropy(logits), target_entropy)
 
