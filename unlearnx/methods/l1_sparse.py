@@ -26,7 +26,7 @@ class L1SparseRecipe(Recipe):
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    batch_size: int = 256              # 0 keeps the batches as given
+    retain_batch_size: int = 256       # 0 keeps the batches as given
     alpha: float = 5e-4                # initial ℓ1 weight (uncertain)
     no_l1_epochs: int = 0              # final epochs without the ℓ1 term
 
@@ -48,7 +48,7 @@ def alpha_schedule(alpha: float, epochs: int, no_l1_epochs: int = 0) -> list[flo
           summary="fine-tune on retain with CE + a_t*||θ||_1, a_t decaying linearly from 5e-4 (10 epochs, lr 0.01)",
           recipe=L1SparseRecipe)
 def _l1_sparse(model, ctx, r: L1SparseRecipe) -> None:
-    retain = ctx.retain.rebatch(r.batch_size, shuffle=True) if r.batch_size else ctx.retain
+    retain = ctx.retain.rebatch(r.retain_batch_size, shuffle=True) if r.retain_batch_size else ctx.retain
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = sgd(params, r.lr, r.momentum, r.weight_decay)
 

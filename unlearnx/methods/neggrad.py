@@ -24,7 +24,7 @@ class NegGradRecipe(Recipe):
     lr: float = 1e-4
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    batch_size: int = 256              # 0 keeps the batches as given
+    forget_batch_size: int = 256       # 0 keeps the batches as given
 
     def __post_init__(self):
         check_common(self, "neggrad")
@@ -34,7 +34,7 @@ class NegGradRecipe(Recipe):
           summary="gradient ascent on the forget set: loss -CE(forget), 5 epochs, lr 1e-4",
           recipe=NegGradRecipe)
 def _neggrad(model, ctx, r: NegGradRecipe) -> None:
-    forget = ctx.forget.rebatch(r.batch_size, shuffle=True) if r.batch_size else ctx.forget
+    forget = ctx.forget.rebatch(r.forget_batch_size, shuffle=True) if r.forget_batch_size else ctx.forget
     optimizer = sgd(model.parameters(), r.lr, r.momentum, r.weight_decay)
 
     def negative_ce(m, x, y):

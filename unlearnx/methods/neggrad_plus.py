@@ -27,7 +27,8 @@ class NegGradPlusRecipe(Recipe):
     epochs: int = 10
     lr: float = 0.01
     momentum: float = 0.9              # Deep Unlearn; the SCRUB repo uses 0
-    batch_size: int = 256              # Deep Unlearn; applies to retain and forget (0 keeps the given batches)
+    retain_batch_size: int = 256       # Deep Unlearn's batch 256 (0 keeps the given batches)
+    forget_batch_size: int = 256
     l2_weight: float = 5e-4            # "wd" in (wd/2)·‖θ − θ_0‖²
     weight_decay: float = 0.0          # plain decay in the optimiser; off because the θ_0 pull replaces it
 
@@ -63,8 +64,8 @@ class _RetainWithCycledForget:
 def _neggrad_plus(model, ctx, r: NegGradPlusRecipe) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     initial = [p.detach().clone() for p in params]
-    retain = ctx.retain.rebatch(r.batch_size, shuffle=True) if r.batch_size else ctx.retain
-    forget = ctx.forget.rebatch(r.batch_size, shuffle=True) if r.batch_size else ctx.forget
+    retain = ctx.retain.rebatch(r.retain_batch_size, shuffle=True) if r.retain_batch_size else ctx.retain
+    forget = ctx.forget.rebatch(r.forget_batch_size, shuffle=True) if r.forget_batch_size else ctx.forget
     optimizer = sgd(params, r.lr, r.momentum, r.weight_decay)
 
     def loss_fn(m, xs, ys):

@@ -29,7 +29,8 @@ class RandomLabelRecipe(Recipe):
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    batch_size: int = 256              # 0 keeps the batches as given (e.g. the harness's 64)
+    retain_batch_size: int = 256       # 0 keeps the batches as given (e.g. the harness's 64)
+    forget_batch_size: int = 256
     exclude_true_label: bool = False   # SalUn draws from all C classes, so a label may stay correct
 
     def __post_init__(self):
@@ -46,8 +47,9 @@ def check_common(r, method: str) -> None:
         raise ValueError(f"{method}: momentum must be in [0, 1), got {r.momentum}")
     if r.weight_decay < 0:
         raise ValueError(f"{method}: weight_decay must be >= 0, got {r.weight_decay}")
-    if r.batch_size < 0:
-        raise ValueError(f"{method}: batch_size must be >= 0 (0 keeps the given batches), got {r.batch_size}")
+    for key in ("retain_batch_size", "forget_batch_size"):
+        if getattr(r, key, 0) < 0:
+            raise ValueError(f"{method}: {key} must be >= 0 (0 keeps the given batches), got {getattr(r, key)}")
 
 
 def random_labels(y: Tensor, num_classes: int, generator: torch.Generator, exclude_true: bool = False) -> Tensor:
@@ -66,8 +68,8 @@ def random_labels(y: Tensor, num_classes: int, generator: torch.Generator, exclu
 def rl_epochs(model, ctx, r: RandomLabelRecipe, optimizer, before_step: Callable[[], None] | None = None,
               name: str = "random-label") -> None:
     """The RL loop: per epoch a random-label forget pass, then a true-label retain pass."""
-    forget = ctx.forget.rebatch(r.batch_size, shuffle=True) if r.batch_size else ctx.forget
-    retain = ctx.retain.rebatch(r.batch_size, shuffle=True) if r.batch_size else ctx.retain
+    forget = ctx.forget.rebatch(r.forget_batch_size, shuffle=True) if r.forget_batch_size else ctx.forget
+    retain = ctx.retain.rebatch(r.retain_batch_size, shuffle=True) if r.retain_batch_size else ctx.retain
     ce = cross_entropy()
 
     def random_label_ce(m, x, y):

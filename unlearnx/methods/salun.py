@@ -81,7 +81,7 @@ def masked_gradient_hook(model: nn.Module, mask: dict[str, Tensor], weight_decay
           summary="random labels with gradients masked to the 50% most forget-salient weights (10 epochs, lr 0.013)",
           recipe=SalUnRecipe)
 def _salun(model, ctx, r: SalUnRecipe) -> None:
-    forget = ctx.forget.rebatch(r.batch_size, shuffle=True) if r.batch_size else ctx.forget
+    forget = ctx.forget.rebatch(r.forget_batch_size, shuffle=True) if r.forget_batch_size else ctx.forget
     mask = saliency_mask(model, forget, r.threshold)
     if r.reset_masked:
         # Decay moves into the masked gradient, so masked-out entries get zero update and zero momentum.
