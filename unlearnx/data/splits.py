@@ -9,6 +9,9 @@ import torch
 from torch import Tensor
 
 
+_AFFINE_CACHE: dict = {}
+
+
 @dataclass(frozen=True)
 class Normalization:
     """How uint8 pixels become model inputs: ``(x * scale - mean) / std`` per channel.
@@ -26,15 +29,24 @@ class Normalization:
         return cls(mean=(0.0,), std=(1.0,), scale=1.0)
 
     def __call__(self, images: Tensor) -> Tensor:
-        x = images.float()
-        if self.scale != 1.0:
-            x = x * self.scale
-        channels = x.shape[1]
-        if any(m != 0.0 for m in self.mean) or any(s != 1.0 for s in self.std):
-            mean = torch.tensor(self._per_channel(self.mean, channels), device=x.device).view(1, -1, 1, 1)
-            std = torch.tensor(self._per_channel(self.std, channels), device=x.device).view(1, -1, 1, 1)
-            x = (x - mean) / std
-        return x
+        # One fused multiply-add per batch: x * (scale / std) + (-mean / std).
+        a, b = self._affine(images.shape[1], images.device)
+        if b is None:
+            return images.float() * a if a != 1.0 else images.float()
+        return torch.addcmul(b, images.float(), a)
+
+    def _affine(self, channels: int, device: torch.device):
+        key = (self, channels, str(device))
+        if key not in _AFFINE_CACHE:
+            if all(m == 0.0 for m in self.mean) and all(s == 1.0 for s in self.std):
+                _AFFINE_CACHE[key] = (self.scale, None)
+            else:
+                mean = torch.tensor(self._per_channel(self.mean, channels), dtype=torch.float64)
+                std = torch.tensor(self._per_channel(self.std, channels), dtype=torch.float64)
+                a = (self.scale / std).float().view(1, -1, 1, 1).to(device)
+                b = (-mean / std).float().view(1, -1, 1, 1).to(device)
+                _AFFINE_CACHE[key] = (a, b)
+        return _AFFINE_CACHE[key]
 
     @staticmethod
     def _per_channel(values: tuple[float, ...], channels: int) -> list[float]:

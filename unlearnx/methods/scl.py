@@ -49,8 +49,8 @@ def _scl(model, ctx, r: SCLRecipe) -> None:
 
     def kl_to_uniform(m, x, y):
         logits = m(x)
-        uniform = torch.full_like(logits, 1.0 / c, dtype=torch.float32)
-        return ops.bikl_loss(logits.float(), uniform, r.reverse_weight)
+        uniform = torch.full_like(logits, 1.0 / c)
+        return ops.bikl_loss(logits, uniform, r.reverse_weight)
 
     run_epoch(model, ctx.forget, kl_opt, kl_to_uniform, progress=ctx.progress, description="forget: KL to uniform",
               amp_dtype=ctx.amp_dtype)
@@ -72,7 +72,7 @@ def _scl(model, ctx, r: SCLRecipe) -> None:
             z_f = m(x_f)
             with torch.no_grad():
                 z_r = m(x_r)
-            return ops.scl_loss(z_f.float(), z_r.float(), r.temperature)
+            return ops.scl_loss(z_f, z_r, r.temperature)
 
         run_epoch(model, pairs, forget_opt, contrastive, scheduler=forget_sched, progress=ctx.progress,
                   description=f"forget round {epoch + 1}/{r.epochs}", amp_dtype=ctx.amp_dtype)

@@ -1,0 +1,1 @@
+"""The ``unlearnx`` command line (installed as ``unlearnx.cli``)."""

@@ -1,0 +1,84 @@
+"""``unlearnx bench``: fused vs pure PyTorch — op speed, and per method runtime and score."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import UserError, _friendly, resolve_device
+
+
+@click.command()
+@click.option("--ops", "do_ops", is_flag=True, help="Benchmark the fused ops against their PyTorch composites.")
+@click.option("--methods", "methods_arg", default=None,
+              help="Comma-separated method names, or 'all'. Default (with no --ops): scl,scl-bikl.")
+@click.option("--data", default=None, help="Data source for the methods table (default: the embedded digits).")
+@click.option("--forget", "forget_spec", default=None, help="Forget set: 0.1, 'classes:0,3' or 'groups:15'.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Original model state_dict.")
+@click.option("--runs", "-n", default=1, show_default=True,
+              help="Runs per method and impl; with 2 or more, also the competition score against as many "
+                   "cached retrained references.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--ingredients", is_flag=True, help="Also time the steps between the two paths (resident data, "
+                                                   "channels_last, bf16) to show each one's share.")
+@click.option("--quick", is_flag=True, help="A few minutes on 2 CPU cores: digits, 2 runs, short op timings.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write FILE.json, plus FILE.md (tables) and FILE.png (score vs runtime) beside it.")
+@click.option("--force", is_flag=True, help="Overwrite --out.")
+@click.option("--quiet", "-q", is_flag=True)
+@_friendly
+def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, ingredients, quick, out, force, quiet):
+    """Measure fused vs pure-PyTorch: op speed, and per method runtime and score."""
+    from rich.console import Console
+
+    from unlearnx.bench.report import render, write_outputs
+    from unlearnx.methods import METHODS
+    from unlearnx.report import machine, versions
+
+    from .progress import RichProgress
+
+    if out is not None and out.suffix != ".json":
+        raise UserError("--out must end in .json (the .md and .png are written beside it)")
+    if out is not None and out.exists() and not force:
+        raise UserError(f"{out} exists; pass --force to overwrite it")
+    dev = resolve_device(device)
+    if methods_arg is None and not do_ops:
+        do_ops, methods_arg = True, "scl,scl-bikl"
+    methods = []
+    if methods_arg:
+        methods = sorted(METHODS) if methods_arg == "all" else [m.strip() for m in methods_arg.split(",") if m.strip()]
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise UserError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(sorted(METHODS))}")
+    if quick:
+        runs = max(runs, 2)
+    console = Console(stderr=True)
+    result = {"machine": {**machine(), "device": str(dev), **{f"{k}_version": v for k, v in versions().items()}},
+              "ops": [], "methods": []}
+
+    if do_ops:
+        from unlearnx.bench.ops import bench_ops
+
+        console.print("timing the fused ops against their PyTorch composites ...")
+        result["ops"] = bench_ops(device=dev.type, quick=quick)
+
+    if methods:
+        from unlearnx import data as data_mod
+        from unlearnx.bench.methods import add_speedups, bench_methods
+        from unlearnx.pipeline import default_train_recipe, original_model
+
+        kind = data_mod.detect_source(data)
+        splits = data_mod.load(data, forget=forget_spec)
+        with RichProgress(console, enabled=not quiet) as progress:
+            original, arch, where = original_model(splits, kind, data, checkpoint=checkpoint, device=dev,
+                                                   progress=progress)
+            console.print(f"original model: {where}")
+            rows = bench_methods(splits, original, arch, methods, runs=runs, device=dev, ingredients=ingredients,
+                                 train_recipe=default_train_recipe(splits), progress=progress)
+        result["methods"] = add_speedups(rows)
+        result["data"] = splits.summary()
+
+    render(result, Console())
+    if out is not None:
+        for path in write_outputs(result, out):
+            click.echo(f"wrote {path}")

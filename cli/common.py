@@ -1,0 +1,47 @@
+"""Helpers every command shares: one-line user errors, device choice, output folders."""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import click
+
+
+class UserError(click.ClickException):
+    """An error in what the user asked for: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+def _friendly(fn):
+    """Turn the library's ValueError/FileNotFoundError into one clear line instead of a trace
+    (``UNLEARNX_DEBUG=1`` shows the traceback)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as exc:
+            if os.environ.get("UNLEARNX_DEBUG"):
+                raise
+            raise UserError(str(exc)) from exc
+
+    return wrapper
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False)")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"--device must be cpu, cuda or auto, not {name!r}")
+    return torch.device(name)
+
+
+def prepare_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UserError(f"{out} already exists and is not empty; pass --force to overwrite it or choose --out")
+    out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,84 @@
+"""``unlearnx evaluate``: the competition's multi-run protocol for one method."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import UserError, _friendly, resolve_device
+
+
+@click.command()
+@click.option("--method", "-m", default="scl", show_default=True, help="Method name (see `unlearnx methods`).")
+@click.option("--data", default=None, help="Data source (default: the embedded digits).")
+@click.option("--forget", "forget_spec", default=None, help="Forget set: 0.1, 'classes:0,3' or 'groups:15'.")
+@click.option("--split-seed", default=0, show_default=True)
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Original model state_dict.")
+@click.option("--model", "arch", default=None, help="resnet18 or small.")
+@click.option("--runs", "-n", default=8, show_default=True,
+              help="Unlearned runs and retrained references (512 reproduces the competition).")
+@click.option("--seed", default=0, show_default=True, help="Run i uses seed SEED + i.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value.")
+@click.option("--fused/--no-fused", default=True, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the JSON report here.")
+@click.option("--force", is_flag=True, help="Overwrite --out.")
+@click.option("--quiet", "-q", is_flag=True)
+@_friendly
+def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed, device, sets, fused, out, force,
+             quiet):
+    """Score METHOD with N unlearned runs against N retrained references (both cached on disk, resumable):
+    mean ± std of every metric and the competition score."""
+    import dataclasses
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from unlearnx import data as data_mod
+    from unlearnx.methods import make_recipe, parse_overrides
+    from unlearnx.pipeline import default_train_recipe, original_model
+    from unlearnx.protocol import mean_std, retrained_references, score, unlearned_runs
+    from unlearnx.report import new_report, write_json_atomic
+
+    from .progress import RichProgress
+
+    recipe = make_recipe(method, parse_overrides(sets))
+    if runs < 2:
+        raise UserError("--runs must be at least 2 (the score compares run distributions)")
+    if out is not None and out.exists() and not force:
+        raise UserError(f"{out} exists; pass --force to overwrite it")
+    dev = resolve_device(device)
+    console = Console(stderr=True)
+    kind = data_mod.detect_source(data)
+    splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
+    with RichProgress(console, enabled=not quiet) as progress:
+        original, arch, where = original_model(splits, kind, data, checkpoint=checkpoint, arch=arch, device=dev,
+                                               progress=progress)
+        console.print(f"original model: {where}")
+        train_recipe = default_train_recipe(splits)
+        retrained = retrained_references(splits, arch, train_recipe, runs, device=dev, progress=progress)
+        unlearned = unlearned_runs(original, splits, method, recipe, runs, fused=fused, device=dev, base_seed=seed,
+                                   progress=progress)
+    result = score(unlearned, retrained)
+    metrics = {}
+    for name, runset in (("unlearned", unlearned), ("retrained", retrained)):
+        metrics[name] = {k: mean_std(getattr(runset, k)) for k in
+                         ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia", "seconds")}
+    report = new_report(seed=seed, data={**splits.summary(), "split_seed": split_seed}, method=method,
+                        impl="fused" if fused else "pytorch", recipe=dataclasses.asdict(recipe), arch=arch,
+                        original_checkpoint=where, runs=runs, score=result, metrics=metrics,
+                        mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe))
+    table = Table(title=f"{method}: {runs} unlearned runs vs {runs} retrained references")
+    table.add_column("metric")
+    table.add_column("unlearned", justify="right")
+    table.add_column("retrained", justify="right")
+    for key in ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia", "seconds"):
+        u, r = metrics["unlearned"][key], metrics["retrained"][key]
+        table.add_row(key, f"{u['mean']:.4f} ± {u['std']:.4f}", f"{r['mean']:.4f} ± {r['std']:.4f}")
+    Console().print(table)
+    click.echo(f"forget quality F = {result['forget_quality']:.4f} (≈0.18 is the ceiling of a perfect unlearner "
+               f"at N=512); score = {result['score']:.4f}; RTE = "
+               f"{metrics['retrained']['seconds']['mean'] / metrics['unlearned']['seconds']['mean']:.1f}x")
+    if out is not None:
+        write_json_atomic(report, out)
+        click.echo(f"wrote {out}")

@@ -1,0 +1,116 @@
+"""``unlearnx unlearn``: the main job."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import UserError, _friendly, prepare_out_dir, resolve_device
+
+DATA_HELP = "Data source: 'digits' (default, embedded), a competition folder, an ImageFolder tree, or cifar-10-batches-py."
+
+
+@click.command()
+@click.option("--method", "-m", default="scl", show_default=True, help="Method name (see `unlearnx methods`).")
+@click.option("--data", default=None, help=DATA_HELP)
+@click.option("--forget", "forget_spec", default=None,
+              help="Forget set for sources without one: a fraction (0.1), 'classes:0,3' or 'groups:15'.")
+@click.option("--split-seed", default=0, show_default=True, help="Seed of the forget-set draw (same for every method).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Original model state_dict. Default: the competition folder's original_model.pth, else a model "
+                   "trained once for this data and cached.")
+@click.option("--model", "arch", default=None, help="resnet18 or small (default: small for digits, else resnet18).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: runs/<method>). Refused if it exists, unless --force.")
+@click.option("--seed", type=int, default=None, help="Fix every random draw (default: a fresh random run).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. --set epochs=4.")
+@click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), default=None,
+              help="Recipe overrides from a JSON or TOML file (--set wins).")
+@click.option("--batch-size", default=64, show_default=True, help="Harness batch size of the three loaders.")
+@click.option("--export", "export_format", type=click.Choice(["torchscript", "pt2"]), default=None,
+              help="Also write the unlearned model as TorchScript (model.ts) or torch.export (model.pt2).")
+@click.option("--fused/--no-fused", default=True, show_default=True,
+              help="Fused C++/CUDA losses, or the pure-PyTorch composites as the notebooks wrote them.")
+@click.option("--reference/--no-reference", default=None,
+              help="Also train (once, cached) a retrained-on-retain reference for the report. Default: on for digits.")
+@click.option("--force", is_flag=True, help="Overwrite --out.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_friendly
+def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, device, sets, recipe_file,
+            batch_size, export_format, fused, reference, force, quiet):
+    """Unlearn the forget set from the original model with METHOD; write unlearned.pt and report.json.
+
+    With no --data it uses scikit-learn's bundled digits and trains (and caches) the original model first.
+    """
+    import copy
+    import dataclasses
+
+    from rich.console import Console
+
+    from unlearnx import data as data_mod
+    from unlearnx.api import seed_everything, splits_context
+    from unlearnx.methods import get_method, make_recipe, parse_overrides, run_method
+    from unlearnx.models import save_state_dict
+    from unlearnx.pipeline import Stopwatch, cached_model, default_train_recipe, measure, original_model
+    from unlearnx.report import new_report, render_unlearn_table, write_json_atomic
+
+    from .progress import RichProgress
+
+    console = Console(stderr=True)
+    # Validate everything cheap before any work.
+    get_method(method)
+    recipe = make_recipe(method, parse_overrides(sets), recipe_file)
+    out = out or Path("runs") / method
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UserError(f"{out} already exists and is not empty; pass --force to overwrite it or choose --out")
+    dev = resolve_device(device)
+    watch = Stopwatch()
+
+    with watch("load data"):
+        kind = data_mod.detect_source(data)
+        splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
+    train_recipe = default_train_recipe(splits)
+
+    with RichProgress(console, enabled=not quiet) as progress:
+        with watch("original"):
+            original, arch, original_source = original_model(splits, kind, data, checkpoint=checkpoint, arch=arch,
+                                                             device=dev, progress=progress)
+        console.print(f"original model: {original_source}")
+
+        if reference is None:
+            reference = kind == "digits"
+        retrained = None
+        if reference:
+            with watch("retrained reference"):
+                retrained, path, cached = cached_model(splits, arch, train_recipe, on="retain", device=dev,
+                                                       progress=progress)
+                console.print(f"retrained reference: {'cached' if cached else 'trained and cached'} at {path}")
+
+        model = copy.deepcopy(original)
+        generator = seed_everything(seed)
+        ctx = splits_context(model, splits, batch_size=batch_size, fused=fused, generator=generator,
+                             progress=progress)
+        with watch("unlearn"):
+            run_method(model, ctx, method, recipe)
+
+    with watch("evaluate"):
+        report = new_report(
+            seed=seed, data={**splits.summary(), "split_seed": split_seed}, method=method,
+            impl="fused" if fused else "pytorch", recipe=dataclasses.asdict(recipe), arch=arch,
+            original_checkpoint=original_source, device=str(dev), mia_name="mia.loss_lr",
+            seconds=watch.timings["unlearn"],
+            original=measure(original, splits, dev), unlearned=measure(model, splits, dev))
+        if retrained is not None:
+            report["retrained"] = measure(retrained, splits, dev)
+    report["timings"] = dict(watch.timings)
+
+    prepare_out_dir(out, force)
+    save_state_dict(model, out / "unlearned.pt")
+    if export_format:
+        from unlearnx.export import export_model
+
+        report["export"] = str(export_model(model, export_format, out, splits.input_shape))
+    write_json_atomic(report, out / "report.json")
+    render_unlearn_table(report, Console())
+    click.echo(f"wrote {out / 'unlearned.pt'} and {out / 'report.json'}")

@@ -1,0 +1,1 @@
+"""Benchmarks behind `unlearnx bench`: ops (fused vs composite), methods (end to end)."""

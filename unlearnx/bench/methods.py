@@ -1,0 +1,111 @@
+"""End-to-end benchmark of methods: seconds per unlearning run and the resulting scores, for the
+unlearnx path and the pure-PyTorch notebook path.
+
+Implementations compared (``impl``):
+- ``pytorch``: how the Kaggle notebooks run — a ``DataLoader`` over a dataset, fp32, default memory
+  format, and the composite PyTorch losses (``fused=False``).
+- ``resident``: the same losses, but the data lives in one tensor (on the GPU when there is one) and
+  batches are index lookups — no DataLoader.
+- ``fused``: resident data + the fused C++/CUDA ops, and on CUDA also channels_last and bf16 autocast.
+Only ``pytorch`` and ``fused`` run by default; ``ingredients=True`` adds ``resident`` (and on CUDA the
+steps in between) so each ingredient's share of the speed-up is visible.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ..api import make_context, splits_context
+from ..data import Splits
+from ..methods import get_method, make_recipe
+from ..protocol import RunSet, retrained_references, score, unlearned_runs
+from ..training import NullProgress
+
+# (name, fused ops, tensor-resident data, channels_last, bf16) — the ladder from notebook to unlearnx.
+IMPLS = {
+    "pytorch": (False, False, False, False),
+    "resident": (False, True, False, False),
+    "resident+fused": (True, True, False, False),
+    "resident+fused+channels_last": (True, True, True, False),
+    "fused": (True, True, True, True),
+}
+
+
+def impl_ladder(device: torch.device, ingredients: bool) -> list[str]:
+    if not ingredients:
+        return ["pytorch", "fused"]
+    if device.type == "cuda":
+        return list(IMPLS)
+    # channels_last and bf16 autocast only apply on the GPU: on CPU "fused" = resident + fused ops.
+    return ["pytorch", "resident", "fused"]
+
+
+def notebook_loaders(splits: Splits, batch_size: int):
+    """Per split, a function ``generator -> DataLoader`` over pre-normalised float tensors (as notebooks do)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    datasets = {name: TensorDataset(splits.normalization(split.images), split.labels)
+                for name, split in splits.named().items() if split is not None}
+
+    def loader(name, generator):
+        if name not in datasets:
+            return None
+        return DataLoader(datasets[name], batch_size=batch_size, shuffle=True, generator=generator)
+
+    return loader
+
+
+def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods: list[str], *, runs: int = 1,
+                  device=torch.device("cpu"), ingredients: bool = False, train_recipe=None, progress=None,
+                  batch_size: int = 64, base_seed: int = 0) -> list[dict]:
+    """One row per (method, impl): mean seconds per run, accuracies, MIA; with ``runs >= 2`` also the
+    competition score against ``runs`` cached retrained references and RTE."""
+    progress = progress or NullProgress()
+    for name in methods:
+        get_method(name)  # unknown names fail before any work
+    references: RunSet | None = None
+    if runs >= 2 and train_recipe is not None:
+        references = retrained_references(splits, arch, train_recipe, runs, device=device, progress=progress)
+    loader = notebook_loaders(splits, batch_size)
+    rows = []
+    for name in methods:
+        recipe = make_recipe(name)
+        for impl in impl_ladder(device, ingredients):
+            fused, resident, channels_last, bf16 = IMPLS[impl]
+            amp = torch.bfloat16 if bf16 and device.type == "cuda" else None
+            channels_last = channels_last and device.type == "cuda"
+
+            def make_ctx(model, generator, fused=fused, resident=resident, channels_last=channels_last, amp=amp):
+                if resident:
+                    return splits_context(model, splits, batch_size=batch_size, fused=fused, generator=generator,
+                                          progress=progress, channels_last=channels_last, amp_dtype=amp)
+                counts = torch.bincount(splits.retain.labels, minlength=splits.num_classes).tolist()
+                return make_context(model, loader("retain", generator), loader("forget", generator),
+                                    loader("validation", generator), num_classes=splits.num_classes, fused=fused,
+                                    generator=generator, progress=progress, retain_class_counts=counts)
+
+            model = copy.deepcopy(original).to(device)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            result = unlearned_runs(model, splits, name, recipe, runs, fused=fused, device=device,
+                                    base_seed=base_seed, progress=progress, make_context=make_ctx)
+            row = {"method": name, "impl": impl, "runs": runs, "seconds": float(result.seconds.mean()),
+                   "seconds_std": float(result.seconds.std(ddof=1)) if runs > 1 else 0.0,
+                   "forget_accuracy": float(result.forget_accuracy.mean()),
+                   "retain_accuracy": float(result.retain_accuracy.mean()),
+                   "test_accuracy": float(result.test_accuracy.mean()), "mia": float(result.mia.mean())}
+            if references is not None:
+                row.update(score=score(result, references)["score"],
+                           rte=float(references.seconds.mean() / result.seconds.mean()))
+            rows.append(row)
+    return rows
+
+
+def add_speedups(rows: list[dict]) -> list[dict]:
+    """``speedup`` of each row over the same method's ``pytorch`` row."""
+    base = {r["method"]: r["seconds"] for r in rows if r["impl"] == "pytorch"}
+    for r in rows:
+        if r["method"] in base and r["seconds"] > 0:
+            r["speedup"] = base[r["method"]] / r["seconds"]
+    return rows

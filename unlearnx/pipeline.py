@@ -1,0 +1,146 @@
+"""The steps commands share: get the original model (checkpoint, or trained once and cached), get a
+retrained reference, and measure a model on every split.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import Splits, TensorBatches
+from .models import build_model, load_checkpoint, save_state_dict
+from .training import NullProgress, Progress, TrainRecipe, train_model
+
+
+def cache_root() -> Path:
+    """``$UNLEARNX_CACHE`` or ``~/.cache/unlearnx``."""
+    return Path(os.environ.get("UNLEARNX_CACHE") or Path.home() / ".cache" / "unlearnx")
+
+
+def default_train_recipe(splits: Splits) -> TrainRecipe:
+    """Digits: a short SGD recipe (seconds); everything else: the competition's recipe."""
+    return TrainRecipe.preset("digits" if splits.source == "digits" else "competition")
+
+
+def _batches(splits: Splits, split, batch_size: int, device, shuffle: bool, generator=None, channels_last=False):
+    return TensorBatches(split, batch_size, shuffle=shuffle, generator=generator, device=device,
+                         normalization=splits.normalization, channels_last=channels_last)
+
+
+def train_from_scratch(splits: Splits, arch: str, recipe: TrainRecipe, *, on: str = "train", seed: int = 0,
+                       device="cpu", progress: Progress | None = None) -> nn.Module:
+    """Train ``arch`` on the training set (``on="train"``: retain + forget) or on retain only (a retrained
+    reference), seeded by ``seed``."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    if on == "train":
+        split = splits.train_split()
+    elif on == "retain":
+        split = splits.retain
+    else:
+        raise ValueError(f"train on 'train' or 'retain', not {on!r}")
+    model = build_model(arch, splits.num_classes, splits.input_shape[0]).to(device)
+    # The competition weights its CE by the training set's class counts (age_class_weights.json when given).
+    counts = splits.class_counts if on == "train" else torch.bincount(split.labels, minlength=splits.num_classes).tolist()
+    val = _batches(splits, splits.validation, 256, device, False) if splits.validation is not None else None
+    train_model(model, _batches(splits, split, recipe.batch_size, device, True, generator), recipe,
+                validation_batches=val, class_counts=counts, progress=progress)
+    return model.eval()
+
+
+def _cache_key(splits: Splits, arch: str, recipe: TrainRecipe, on: str, seed: int) -> str:
+    payload = json.dumps({"split": splits.split_hash(), "arch": arch, "recipe": dataclasses.asdict(recipe),
+                          "on": on, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def cached_model(splits: Splits, arch: str, recipe: TrainRecipe, *, on: str, seed: int = 0, device="cpu",
+                 progress: Progress | None = None, cache_dir: Path | None = None) -> tuple[nn.Module, Path, bool]:
+    """A model trained once per (data split, arch, recipe, seed) and kept under the cache folder.
+
+    Returns ``(model, path, was_cached)``.
+    """
+    folder = Path(cache_dir or cache_root()) / "models"
+    name = "original" if on == "train" else "retrained"
+    source = Path(splits.source).name or "data"
+    path = folder / f"{source}-{arch}-{name}-seed{seed}-{_cache_key(splits, arch, recipe, on, seed)}.pt"
+    if path.exists():
+        model = load_checkpoint(path, arch, splits.num_classes, splits.input_shape[0]).to(device).eval()
+        return model, path, True
+    model = train_from_scratch(splits, arch, recipe, on=on, seed=seed, device=device, progress=progress)
+    save_state_dict(model, path)
+    return model, path, False
+
+
+def evaluation_batches(splits: Splits, device, batch_size: int = 256) -> dict:
+    return {name: (_batches(splits, split, batch_size, device, False) if split is not None else None)
+            for name, split in splits.named().items()}
+
+
+def measure(model: nn.Module, splits: Splits, device="cpu") -> dict:
+    """``{split: {"loss", "accuracy"}}`` for every split plus the starting kit's ``mia`` (forget vs test,
+    or forget vs validation when the source has no test split)."""
+    from .metrics import loss_accuracy, per_example_losses, predict, simple_mia
+
+    section, losses = {}, {}
+    for name, batches in evaluation_batches(splits, device).items():
+        if batches is None:
+            continue
+        logits, labels = predict(model, batches, device)
+        section[name] = loss_accuracy(logits, labels)
+        losses[name] = per_example_losses(logits, labels)
+    members = losses["forget"]
+    nonmembers = losses.get("test", losses.get("validation"))
+    if nonmembers is not None:
+        section["mia"] = float(simple_mia(members.numpy(), nonmembers.numpy()))
+    return section
+
+
+class Stopwatch:
+    """Named wall-clock phases: ``with watch("unlearn"): ...``; ``watch.timings`` is a dict of seconds."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        watch = self
+
+        class _Phase:
+            def __enter__(self):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                watch.timings[name] = watch.timings.get(name, 0.0) + time.perf_counter() - self.start
+
+        return _Phase()
+
+
+__all__ = ["cache_root", "default_train_recipe", "train_from_scratch", "cached_model", "measure",
+           "evaluation_batches", "Stopwatch", "NullProgress"]
+
+
+def original_model(splits: Splits, kind: str, data, *, checkpoint=None, arch: str | None = None, device="cpu",
+                   progress: Progress | None = None) -> tuple[nn.Module, str, str]:
+    """The model to unlearn from: ``checkpoint``, else a competition folder's ``original_model.pth``, else a
+    model trained once for this data and cached. Returns ``(model, arch, where_it_came_from)``."""
+    from .models import default_arch, infer_arch
+
+    checkpoint = checkpoint or splits.checkpoint  # a competition folder's original_model.pth
+    if checkpoint is not None:
+        # Without an explicit arch the checkpoint's keys tell it.
+        model = load_checkpoint(checkpoint, arch, splits.num_classes, splits.input_shape[0]).to(device).eval()
+        return model, arch or infer_arch(model.state_dict()), str(checkpoint)
+    arch = arch or default_arch(kind)
+    model, path, cached = cached_model(splits, arch, default_train_recipe(splits), on="train", device=device,
+                                       progress=progress)
+    return model, arch, f"{path} ({'cached' if cached else 'trained now, cached'})"
