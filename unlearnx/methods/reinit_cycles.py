@@ -1,0 +1,142 @@
+"""8th place ("Forget", Ahn et al.): cycles of stochastic layer re-initialisation + knowledge-preserving MSE.
+
+Uses the retain set only. Each cycle:
+
+- forget phase: draw ``layers_per_cycle`` layers *with replacement* from the pool and call their
+  ``reset_parameters()`` (torch's global RNG). The pool is every ``Conv2d`` (optionally also every
+  ``BatchNorm2d``) outside ``fc`` and the projection shortcuts (``downsample``), which the authors'
+  ablation found best to exclude;
+- remember phase: train on retain batches with MSE between the model's logits and the frozen
+  original's logits on the same noisy input ``x + N(0, input_noise_std²)``.
+
+``schedule="alg1"``: 3 cycles of [1, 2, 2] epochs, cosine LR from 1e-3 with T_max=2 epochs, restarted
+each cycle. ``schedule="alg2"``: 4 cycles of [2, 1, 1, 1] epochs with per-epoch LRs
+[5e-4, 1e-3, 1e-3, 1e-3, 1e-3]. Source: write-up (Kaggle discussion 458715) and the team page; no code
+is public.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..training import run_epoch, sgd
+from .base import Recipe, register
+
+
+@dataclass
+class ReinitCyclesRecipe(Recipe):
+    uncertain = ("no code is public: SGD momentum 0.9 / weight decay 5e-4 (the organisers' fine-tune template they "
+                 "started from) is assumed; re-init = reset_parameters(); BN layers kept out of the pool by "
+                 "default; MSE on logits, not softmax; cosine restarted per cycle and stepped per epoch; a new "
+                 "optimiser per cycle; input noise is in model-input units (Kaggle's inputs were raw 0-255 pixels)")
+
+    schedule: str = "alg1"             # "alg1" or "alg2" (both final submissions)
+    layers_per_cycle: int = 6          # drawn with replacement
+    include_bn: bool = False           # also put BatchNorm2d layers in the pool
+    input_noise_std: float = 0.01      # both final submissions (0.1 was best in the ablation)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    alg1_cycle_epochs: tuple[int, ...] = (1, 2, 2)
+    alg1_lr: float = 1e-3
+    alg1_t_max: int = 2                # cosine period in epochs
+    alg1_cosine_restart: bool = True   # restart the cosine at every cycle
+    alg2_cycle_epochs: tuple[int, ...] = (2, 1, 1, 1)
+    alg2_epoch_lrs: tuple[float, ...] = (5e-4, 1e-3, 1e-3, 1e-3, 1e-3)
+
+
+def check_recipe(r: ReinitCyclesRecipe) -> None:
+    if r.schedule not in ("alg1", "alg2"):
+        raise ValueError(f"reinit-cycles: schedule must be 'alg1' or 'alg2', got {r.schedule!r}")
+    cycles = r.alg1_cycle_epochs if r.schedule == "alg1" else r.alg2_cycle_epochs
+    if not cycles or any(e < 0 for e in cycles):
+        raise ValueError(f"reinit-cycles: {r.schedule}_cycle_epochs must be a non-empty list of epoch counts >= 0, "
+                         f"got {list(cycles)}")
+    if r.schedule == "alg2" and len(r.alg2_epoch_lrs) < sum(cycles):
+        raise ValueError(f"reinit-cycles: alg2_epoch_lrs has {len(r.alg2_epoch_lrs)} values for {sum(cycles)} "
+                         "epochs; give one learning rate per epoch")
+    if r.layers_per_cycle < 0 or r.input_noise_std < 0 or r.alg1_t_max < 1 or r.batch_size < 1:
+        raise ValueError("reinit-cycles: layers_per_cycle and input_noise_std must be >= 0, alg1_t_max and "
+                         f"batch_size >= 1 (got {r.layers_per_cycle}, {r.input_noise_std}, {r.alg1_t_max}, "
+                         f"{r.batch_size})")
+
+
+def layer_pool(model: nn.Module, include_bn: bool = False) -> list[tuple[str, nn.Module]]:
+    """Re-initialisable layers: convs (and BNs if asked) outside ``fc`` and the ``downsample`` shortcuts."""
+    kinds = (nn.Conv2d, nn.BatchNorm2d) if include_bn else (nn.Conv2d,)
+    pool = []
+    for name, module in model.named_modules():
+        parts = name.split(".")
+        if isinstance(module, kinds) and "downsample" not in parts and parts[0] != "fc":
+            pool.append((name, module))
+    if not pool:
+        raise ValueError("reinit-cycles: the model has no Conv2d layer outside fc/downsample to re-initialise")
+    return pool
+
+
+def reinit_random_layers(model: nn.Module, k: int, generator: torch.Generator, include_bn: bool = False) -> list[str]:
+    """Reset ``k`` layers drawn with replacement; returns the distinct names reset (in model order)."""
+    pool = layer_pool(model, include_bn)
+    drawn = set(torch.randint(len(pool), (k,), generator=generator).tolist())
+    reset = []
+    for i, (name, module) in enumerate(pool):
+        if i in drawn:  # a layer drawn twice is reset once: the result has the same distribution
+            module.reset_parameters()
+            reset.append(name)
+    return reset
+
+
+def _reinit_cycles(model: nn.Module, ctx, r: ReinitCyclesRecipe) -> None:
+    check_recipe(r)
+    # The frozen original f_0, in eval mode: its logits are the targets the student must reproduce.
+    original = copy.deepcopy(model).eval().requires_grad_(False)
+    retain = ctx.retain if ctx.retain.batch_size == r.batch_size else ctx.retain.rebatch(r.batch_size, shuffle=True)
+
+    def knowledge_preserving(m, x, _y):
+        # Same noisy input for both models: the noise diversifies runs; the target stays f_0's view of it.
+        noisy = x + ctx.randn_like(x, r.input_noise_std) if r.input_noise_std > 0 else x
+        with torch.no_grad():
+            target = original(noisy)
+        return F.mse_loss(m(noisy).float(), target.float())
+
+    schedule = cycle_lrs(r)
+    for cycle, lrs in enumerate(schedule):
+        reinit_random_layers(model, r.layers_per_cycle, ctx.generator, r.include_bn)
+        # A new optimiser per cycle: the re-initialised layers should not inherit the old momentum.
+        optimizer = sgd(model.parameters(), lrs[0] if lrs else 0.0, r.momentum, r.weight_decay)
+        for e, lr in enumerate(lrs):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            run_epoch(model, retain, optimizer, knowledge_preserving, progress=ctx.progress,
+                      description=f"reinit-cycles cycle {cycle + 1}/{len(schedule)} epoch {e + 1}/{len(lrs)}",
+                      amp_dtype=ctx.amp_dtype)
+
+
+def cycle_lrs(r: ReinitCyclesRecipe) -> list[list[float]]:
+    """The learning rate of every epoch, grouped by cycle.
+
+    alg1: CosineAnnealingLR(T_max=alg1_t_max) stepped once per epoch (as the organisers' template steps
+    it), i.e. ``lr * (1 + cos(pi * t / T_max)) / 2`` with t the epoch within the cycle (or overall, without
+    restarts). alg2: the published per-epoch list.
+    """
+    if r.schedule == "alg2":
+        lrs = iter(r.alg2_epoch_lrs)
+        return [[next(lrs) for _ in range(n)] for n in r.alg2_cycle_epochs]
+    out, t = [], 0
+    for n in r.alg1_cycle_epochs:
+        if r.alg1_cosine_restart:
+            t = 0
+        out.append([r.alg1_lr * (1 + math.cos(math.pi * (t + i) / r.alg1_t_max)) / 2 for i in range(n)])
+        t += n
+    return out
+
+
+register("reinit-cycles", origin="8th place, \"Forget\" (Ahn, Lee, Bae, Yim, Jung; NeurIPS 2023)",
+         summary="cycles of random conv re-init (6 layers, no fc/shortcut) + MSE to the original's logits "
+                 "on noisy retain inputs",
+         recipe=ReinitCyclesRecipe)(_reinit_cycles)
