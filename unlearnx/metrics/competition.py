@@ -316,14 +316,37 @@ def _example_max_eps(pos, neg, p_is_neg, width, table, compat) -> float:
     start = (p_sorted[0] + width) - INTERVAL_BUFFER
     stop = p_sorted[-1] + INTERVAL_BUFFER
     right = np.linspace(start, stop, int(np.ceil((stop - start) * NUM_THRESHOLDS_PER_UNIT)))
-    centre = right - width
-    left = np.linspace(centre - INTERVAL_BUFFER, centre + INTERVAL_BUFFER, NUM_LEFT_EDGES, axis=1)
     key = k_all * stride - p_below * (stride + 1)
     k_right = np.searchsorted(merged, right, side="right")
-    k_left = np.searchsorted(merged, left.ravel(), side="left").reshape(left.shape)
-    np.minimum(k_left, k_right[:, None], out=k_left)
-    flat = np.subtract((key[k_right] + n_models)[:, None], key.take(k_left), out=k_left)
-    return float(max(best, table.take(flat).max()))
+    right_key = key[k_right] + n_models
+    # Row i's left edges are np.linspace(c - 2, c + 2, 400), c = r_i - w, i.e. j * step + start (last =
+    # stop). Only edges in [min(data), min(max(data), r_i)] need a search: below min(data) every edge
+    # counts 0 values (one rule per row, added below), above it the interval is empty or k_left >= k_right
+    # (discarded). The band is widened by one edge each side so float error can only add searched edges.
+    centre = right - width
+    row_start = centre - INTERVAL_BUFFER
+    row_stop = centre + INTERVAL_BUFFER
+    step = (row_stop - row_start) / (NUM_LEFT_EDGES - 1)
+    last = NUM_LEFT_EDGES - 1
+    first = np.clip(np.floor((merged[0] - row_start) / step) - 1, 0, last).astype(np.int64)
+    upper = np.minimum(merged[-1], right)
+    final = np.clip(np.ceil((upper - row_start) / step) + 1, -1, last).astype(np.int64)
+    lengths = np.maximum(final - first + 1, 0)
+    if (first > 0).any():  # edges below every value: k_left = 0, key[0] = 0
+        best = max(best, table.take(right_key[first > 0]).max())
+    total = int(lengths.sum())
+    if total:
+        rows = np.repeat(np.arange(right.size), lengths)
+        j = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths) + first[rows]
+        edges = j * step[rows]
+        edges += row_start[rows]
+        at_stop = j == last
+        edges[at_stop] = row_stop[rows[at_stop]]
+        k_left = np.searchsorted(merged, edges, side="left")
+        np.minimum(k_left, k_right[rows], out=k_left)
+        flat = np.subtract(right_key[rows], key.take(k_left), out=k_left)
+        best = max(best, table.take(flat).max())
+    return float(best)
 
 
 def _single_grid(lo: float, hi: float, count: int, compat: bool) -> np.ndarray:
