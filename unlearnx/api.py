@@ -95,13 +95,17 @@ def splits_context(model: nn.Module, splits: Splits, *, batch_size: int = 64, fu
 
 
 def unlearn_splits(model: nn.Module, splits: Splits, method: str = "scl", *, seed: int | None = None,
-                   fused: bool = True, recipe=None, progress: Progress | None = None, batch_size: int = 64,
+                   fused: bool = True, recipe=None, progress: Progress | None = None, harness_batch_size: int = 64,
                    channels_last: bool = False, amp_dtype: torch.dtype | None = None, **overrides) -> nn.Module:
-    """:func:`unlearn` on :class:`~unlearnx.data.Splits` without DataLoaders."""
+    """:func:`unlearn` on :class:`~unlearnx.data.Splits` without DataLoaders.
+
+    ``harness_batch_size`` is the batch size of the three splits as a method receives them (the
+    competition harness used 64); recipe values, including a recipe's own ``batch_size``, go in ``overrides``.
+    """
     recipe = recipe or make_recipe(method, overrides)
     generator = seed_everything(seed)
-    ctx = splits_context(model, splits, batch_size=batch_size, fused=fused, generator=generator, progress=progress,
-                         channels_last=channels_last, amp_dtype=amp_dtype)
+    ctx = splits_context(model, splits, batch_size=harness_batch_size, fused=fused, generator=generator,
+                         progress=progress, channels_last=channels_last, amp_dtype=amp_dtype)
     return run_method(model, ctx, method, recipe)
 
 
