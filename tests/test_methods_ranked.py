@@ -141,6 +141,7 @@ def test_unknown_setting_names_the_valid_ones(method):
     ("cfw", dict(weighting="row"), "weighting must be"),
     ("cfw", dict(weighted_class=12), "weighted_class must be in 0..9"),
     ("prmq", dict(prune_amount=2.0), "prune_amount must be in"),
+    ("prmq", dict(epochs=-1.0), "epochs must be >= 0"),
     ("ct", dict(pseudo_label_fraction=-0.1), "pseudo_label_fraction must be in"),
     ("kde", dict(temperature=0.0), "temperature must be > 0"),
     ("kde", dict(warmup_classes="0,12"), "warmup_classes must be class indices"),

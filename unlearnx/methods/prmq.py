@@ -86,6 +86,8 @@ def fp16_round_trip(model: nn.Module) -> None:
 
 
 def _prmq(model: nn.Module, ctx: UnlearnContext, r: PRMQRecipe) -> None:
+    if r.epochs < 0:
+        raise ValueError(f"prmq: epochs must be >= 0, got {r.epochs}")
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
