@@ -50,7 +50,7 @@ cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) if BUILD_CUDA else []
 parallel = torch.__config__.parallel_info()
 openmp = "OpenMP" in parallel and "not available" not in parallel.split("ATen parallel backend:")[-1].split("\n")[0]
 cxx_flags = ["-O0", "-g"] if DEBUG else ["-O3", "-DNDEBUG"]
-cxx_flags += ["-std=c++17"]
+cxx_flags += ["-std=c++20"]  # torch >= 2.10 headers require C++20
 if openmp and platform.system() == "Linux":
     cxx_flags += ["-fopenmp"]
 nvcc_flags = (["-O0", "-g", "-lineinfo"] if DEBUG else ["-O3", "-DNDEBUG"]) + ["--use_fast_math"]

@@ -54,15 +54,29 @@ const auto& scl_plain_op() {
   return op;
 }
 
-// The saved gradients are first-order only; differentiating the backward again would silently give
-// zeros, so say so instead.
-class NoDoubleBackward : public torch::autograd::Function<NoDoubleBackward> {
+// The saved gradients are first-order only. Under create_graph=True the returned gradients are
+// attached (through the original inputs) to one of these nodes, whose backward says so instead of
+// silently returning zeros or "does not require grad".
+[[noreturn]] void no_double_backward() {
+  TORCH_CHECK(false, "unlearnx fused losses do not support double backward (create_graph=True); "
+                     "use unlearnx.ops.reference for higher-order gradients");
+}
+
+class NoDoubleBackward1 : public torch::autograd::Function<NoDoubleBackward1> {
  public:
-  static variable_list forward(AutogradContext*, variable_list grads) { return grads; }
-  static variable_list backward(AutogradContext*, variable_list) {
-    TORCH_CHECK(false, "unlearnx fused losses do not support double backward (create_graph=True); "
-                       "use unlearnx.ops.reference for higher-order gradients");
+  static at::Tensor forward(AutogradContext*, const at::Tensor& grad, const at::Tensor& /*input*/) {
+    return grad.clone();
   }
+  static variable_list backward(AutogradContext*, variable_list) { no_double_backward(); }
+};
+
+class NoDoubleBackward2 : public torch::autograd::Function<NoDoubleBackward2> {
+ public:
+  static variable_list forward(AutogradContext*, const at::Tensor& grad0, const at::Tensor& grad1,
+                               const at::Tensor& /*input0*/, const at::Tensor& /*input1*/) {
+    return {grad0.clone(), grad1.clone()};
+  }
+  static variable_list backward(AutogradContext*, variable_list) { no_double_backward(); }
 };
 
 class BiklLoss : public torch::autograd::Function<BiklLoss> {
@@ -71,7 +85,7 @@ class BiklLoss : public torch::autograd::Function<BiklLoss> {
                             double reverse_weight) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [loss, grad] = bikl_fwd_op().call(logits, target, reverse_weight);
-    ctx->save_for_backward({grad});
+    ctx->save_for_backward({grad, logits});
     return loss;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -81,7 +95,8 @@ class BiklLoss : public torch::autograd::Function<BiklLoss> {
       at::AutoDispatchBelowADInplaceOrView guard;
       grad_logits = bikl_bwd_op().call(grad_outputs[0], saved[0]);
     }
-    if (at::GradMode::is_enabled()) grad_logits = NoDoubleBackward::apply(variable_list{grad_logits})[0];
+    if (at::GradMode::is_enabled())
+      grad_logits = NoDoubleBackward1::apply(grad_logits, saved[1]);
     return {grad_logits, at::Tensor(), at::Tensor()};
   }
 };
@@ -93,7 +108,7 @@ class SclLoss : public torch::autograd::Function<SclLoss> {
     const bool grad_f = forget_logits.requires_grad(), grad_r = retain_logits.requires_grad();
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [loss, dF, dR] = scl_fwd_op().call(forget_logits, retain_logits, temperature, grad_f, grad_r);
-    ctx->save_for_backward({dF, dR});
+    ctx->save_for_backward({dF, dR, forget_logits, retain_logits});
     ctx->saved_data["grad_f"] = grad_f;
     ctx->saved_data["grad_r"] = grad_r;
     return loss;
@@ -106,7 +121,7 @@ class SclLoss : public torch::autograd::Function<SclLoss> {
       auto [gF, gR] = scl_bwd_op().call(grad_outputs[0], saved[0], saved[1]);
       grads = {gF, gR};
     }
-    if (at::GradMode::is_enabled()) grads = NoDoubleBackward::apply(grads);
+    if (at::GradMode::is_enabled()) grads = NoDoubleBackward2::apply(grads[0], grads[1], saved[2], saved[3]);
     return {ctx->saved_data["grad_f"].toBool() ? grads[0] : at::Tensor(),
             ctx->saved_data["grad_r"].toBool() ? grads[1] : at::Tensor(), at::Tensor()};
   }
