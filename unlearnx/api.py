@@ -36,6 +36,12 @@ def _device_of(model: nn.Module) -> torch.device:
         raise ValueError("the model has no parameters to unlearn") from None
 
 
+def _dtype_of(model: nn.Module) -> torch.dtype:
+    """Inputs follow the model's floating dtype (float32, or float64 for exactness checks)."""
+    dtype = next(model.parameters()).dtype
+    return dtype if dtype.is_floating_point and dtype != torch.float16 else torch.float32
+
+
 def make_context(model: nn.Module, retain, forget, validation=None, *, num_classes: int | None = None,
                  fused: bool = True, generator: torch.Generator | None = None,
                  progress: Progress | None = None, amp_dtype: torch.dtype | None = None,
@@ -44,9 +50,10 @@ def make_context(model: nn.Module, retain, forget, validation=None, *, num_class
 
     device = _device_of(model)
     generator = generator or torch.Generator()
-    retain = as_batches(retain, device, generator)
-    forget = as_batches(forget, device, generator)
-    validation = as_batches(validation, device, generator)
+    dtype = _dtype_of(model)
+    retain = as_batches(retain, device, generator, dtype)
+    forget = as_batches(forget, device, generator, dtype)
+    validation = as_batches(validation, device, generator, dtype)
     if num_classes is None:
         out = getattr(model, "fc", None)
         num_classes = int(out.out_features) if isinstance(out, nn.Linear) else None
@@ -86,7 +93,8 @@ def splits_context(model: nn.Module, splits: Splits, *, batch_size: int = 64, fu
         if split is None:
             return None
         return TensorBatches(split, batch_size, shuffle=shuffle, generator=generator, device=device,
-                             normalization=splits.normalization, channels_last=channels_last)
+                             normalization=splits.normalization, channels_last=channels_last,
+                             dtype=_dtype_of(model))
 
     counts = torch.bincount(splits.retain.labels, minlength=splits.num_classes).tolist()
     return make_context(model, batches(splits.retain), batches(splits.forget), batches(splits.validation),

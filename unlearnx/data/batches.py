@@ -44,7 +44,7 @@ class TensorBatches:
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool = True,
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu",
                  normalization: Normalization | None = None, channels_last: bool = False,
-                 drop_last: bool = False):
+                 drop_last: bool = False, dtype: torch.dtype = torch.float32):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.split = split
@@ -55,11 +55,12 @@ class TensorBatches:
         self.normalization = normalization or Normalization()
         self.channels_last = channels_last
         self.drop_last = drop_last
+        self.dtype = dtype  # the model's parameter dtype (float64 for exactness checks)
 
     def _clone(self, **changes) -> "TensorBatches":
         kwargs = dict(split=self.split, batch_size=self.batch_size, shuffle=self.shuffle,
                       generator=self.generator, device=self.device, normalization=self.normalization,
-                      channels_last=self.channels_last, drop_last=self.drop_last)
+                      channels_last=self.channels_last, drop_last=self.drop_last, dtype=self.dtype)
         kwargs.update(changes)
         return TensorBatches(**kwargs)
 
@@ -86,6 +87,8 @@ class TensorBatches:
                 idx = order[lo:hi]
                 x, y = images.index_select(0, idx), labels.index_select(0, idx)
             x = self.normalization(x)
+            if self.dtype != x.dtype:
+                x = x.to(self.dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
@@ -121,9 +124,11 @@ def _as_xy(batch) -> tuple[Tensor, Tensor]:
 class LoaderBatches:
     """Adapter over a user's ``torch.utils.data.DataLoader`` (or any re-iterable of batches)."""
 
-    def __init__(self, loader, device: torch.device | str = "cpu", generator: torch.Generator | None = None):
+    def __init__(self, loader, device: torch.device | str = "cpu", generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32):
         self.loader = loader
         self.device = torch.device(device)
+        self.dtype = dtype
         self.generator = generator
         self.batch_size = int(getattr(loader, "batch_size", None) or 0) or self._peek_batch_size()
 
@@ -144,7 +149,7 @@ class LoaderBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         for batch in self.loader:
             x, y = _as_xy(batch)
-            yield (x.to(self.device, torch.float32, non_blocking=True),
+            yield (x.to(self.device, self.dtype, non_blocking=True),
                    torch.as_tensor(y).to(self.device, torch.long, non_blocking=True))
 
     def _dataset(self):
@@ -164,7 +169,7 @@ class LoaderBatches:
     def rebatch(self, batch_size: int, shuffle: bool | None = None) -> "LoaderBatches":
         shuffle = True if shuffle is None else shuffle
         loader = self._new_loader(self._dataset(), batch_size, shuffle)
-        return LoaderBatches(loader, self.device, self.generator)
+        return LoaderBatches(loader, self.device, self.generator, self.dtype)
 
     def subset(self, n: int) -> "LoaderBatches":
         from torch.utils.data import Subset
@@ -172,14 +177,15 @@ class LoaderBatches:
         dataset = self._dataset()
         index = torch.randperm(len(dataset), generator=self.generator)[: int(n)].tolist()
         return LoaderBatches(self._new_loader(Subset(dataset, index), self.batch_size, True), self.device,
-                             self.generator)
+                             self.generator, self.dtype)
 
     def labels(self) -> Tensor:
         return torch.cat([torch.as_tensor(_as_xy(b)[1]).long().cpu() for b in self.loader])
 
 
-def as_batches(obj, device: torch.device | str = "cpu", generator: torch.Generator | None = None):
+def as_batches(obj, device: torch.device | str = "cpu", generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float32):
     """``TensorBatches``/``LoaderBatches`` pass through; DataLoaders and iterables get wrapped."""
     if obj is None or isinstance(obj, (TensorBatches, LoaderBatches)):
         return obj
-    return LoaderBatches(obj, device=device, generator=generator)
+    return LoaderBatches(obj, device=device, generator=generator, dtype=dtype)

@@ -1,0 +1,148 @@
+"""The command line: the main job end to end, its outputs, and the errors users will hit."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from unlearnx.cli.main import main
+from unlearnx.methods import METHODS
+from unlearnx.models import build_model
+
+from fixtures import write_checkpoint, write_competition_folder
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARNX_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_competition_folder(tmp_path_factory.mktemp("competition"), n_people=12, images_per_person=6)
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_methods_lists_every_registered_method():
+    result = run("methods", "--details")
+    assert result.exit_code == 0
+    for name in METHODS:
+        assert name in result.output
+
+
+def test_info_reports_backends():
+    result = run("info")
+    assert result.exit_code == 0
+    assert "fused available" in result.output and "torch" in result.output
+
+
+def test_unlearn_on_competition_folder_writes_loadable_outputs(folder, tmp_path):
+    out = tmp_path / "run"
+    result = run("unlearn", "--method", "scl", "--data", folder, "--out", out, "--seed", 0, "--set", "epochs=1",
+                 "--quiet", "--export", "pt2")
+    assert result.exit_code == 0, result.output
+    state = torch.load(out / "unlearned.pt", weights_only=True)
+    build_model("resnet18", 10).load_state_dict(state, strict=True)
+    report = json.loads((out / "report.json").read_text())
+    for key in ("command", "versions", "seed", "data", "method", "recipe", "seconds", "timings", "original",
+                "unlearned"):
+        assert key in report, key
+    assert report["method"] == "scl" and report["seed"] == 0 and report["recipe"]["epochs"] == 1
+    assert "retrained" not in report  # no reference unless asked for on non-default data
+    # The competition layout has no test split: validation is the held-out split.
+    assert set(report["unlearned"]) == {"retain", "forget", "validation", "mia"}
+    for entry in ("retain", "forget", "validation"):
+        assert 0.0 <= report["unlearned"][entry]["accuracy"] <= 1.0
+    assert report["data"]["split_hash"] and report["versions"]["torch"] == torch.__version__
+    program = torch.export.load(str(out / "model.pt2"))
+    x = torch.rand(2, 3, 32, 32) * 255
+    model = build_model("resnet18", 10)
+    model.load_state_dict(state)
+    torch.testing.assert_close(program.module()(x), model.eval()(x))
+
+
+def test_unlearn_refuses_to_overwrite_without_force(folder, tmp_path):
+    out = tmp_path / "run"
+    args = ("unlearn", "--method", "finetune", "--data", folder, "--out", out, "--quiet")
+    assert run(*args).exit_code == 0
+    refused = run(*args)
+    assert refused.exit_code == 2 and "--force" in refused.output
+    assert run(*args, "--force").exit_code == 0
+
+
+def test_seeded_cli_runs_are_bit_identical(folder, tmp_path):
+    states = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        assert run("unlearn", "-m", "msg", "--data", folder, "--out", out, "--seed", 7, "--set", "epochs=1",
+                   "-q").exit_code == 0
+        states.append(torch.load(out / "unlearned.pt", weights_only=True))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--method", "nope"), "available: cfw"),
+    (("--set", "nope=1"), "valid settings"),
+    (("--set", "epochs"), "key=value"),
+    (("--set", "epochs=many"), "cannot read epochs='many'"),
+    (("--device", "cuda:7" if torch.cuda.is_available() else "cuda"), "cuda"),
+    (("--data", "/no/such/folder"), "does not exist"),
+])
+def test_bad_options_give_one_line_errors(folder, tmp_path, args, message):
+    base = ["unlearn", "--out", tmp_path / "o", "-q"]
+    if "--data" not in args:
+        base += ["--data", folder]
+    result = run(*base, *args)
+    if args[0] == "--device" and torch.cuda.is_available():
+        pytest.skip("a GPU is present, so --device cuda is valid here")
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_checkpoint_for_another_architecture_is_a_clear_error(folder, tmp_path):
+    small = write_checkpoint(tmp_path / "small.pth", "small", 10)
+    result = run("unlearn", "--data", folder, "--checkpoint", small, "--model", "resnet18", "--out", tmp_path / "o",
+                 "-q")
+    assert result.exit_code == 2
+    assert "checkpoint is for a 'small' model, not 'resnet18'" in result.output
+
+
+def test_checkpoint_with_other_class_count_is_a_clear_error(folder, tmp_path):
+    five = write_checkpoint(tmp_path / "five.pth", "resnet18", 5)
+    result = run("unlearn", "--data", folder, "--checkpoint", five, "--out", tmp_path / "o", "-q")
+    assert result.exit_code == 2
+    assert "5 classes" in result.output
+
+
+def test_train_then_evaluate_then_bench(folder, tmp_path):
+    ckpt = tmp_path / "original.pt"
+    result = run("train", "--data", folder, "--out", ckpt, "--set", "epochs=1")
+    assert result.exit_code == 0, result.output
+    assert json.loads(ckpt.with_suffix(".json").read_text())["recipe"]["epochs"] == 1
+
+    report_path = tmp_path / "eval.json"
+    result = run("evaluate", "-m", "finetune", "--data", folder, "--checkpoint", ckpt, "--runs", 2, "--out",
+                 report_path, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["runs"] == 2 and 0.0 <= report["score"]["forget_quality"] <= 1.0
+    assert set(report["metrics"]) == {"unlearned", "retrained"}
+
+    bench_path = tmp_path / "bench.json"
+    result = run("bench", "--methods", "finetune", "--data", folder, "--checkpoint", ckpt, "--runs", 2,
+                 "--out", bench_path, "-q")
+    assert result.exit_code == 0, result.output
+    bench = json.loads(bench_path.read_text())
+    assert {r["impl"] for r in bench["methods"]} == {"pytorch", "fused"}
+    for row in bench["methods"]:
+        for key in ("method", "impl", "seconds", "forget_accuracy", "retain_accuracy", "test_accuracy", "mia",
+                    "score"):
+            assert key in row, key
+    assert bench_path.with_suffix(".md").read_text().count("finetune") == 2
+    assert bench_path.with_suffix(".png").stat().st_size > 1000
