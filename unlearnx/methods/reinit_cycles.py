@@ -41,13 +41,16 @@ class ReinitCyclesRecipe(Recipe):
     input_noise_std: float = 0.01      # both final submissions (0.1 was best in the ablation)
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    batch_size: int = 64
+    retain_batch_size: int = 64        # 0 keeps the batches as given
     alg1_cycle_epochs: tuple[int, ...] = (1, 2, 2)
     alg1_lr: float = 1e-3
     alg1_t_max: int = 2                # cosine period in epochs
     alg1_cosine_restart: bool = True   # restart the cosine at every cycle
     alg2_cycle_epochs: tuple[int, ...] = (2, 1, 1, 1)
     alg2_epoch_lrs: tuple[float, ...] = (5e-4, 1e-3, 1e-3, 1e-3, 1e-3)
+
+    def __post_init__(self):
+        check_recipe(self)
 
 
 def check_recipe(r: ReinitCyclesRecipe) -> None:
@@ -60,10 +63,11 @@ def check_recipe(r: ReinitCyclesRecipe) -> None:
     if r.schedule == "alg2" and len(r.alg2_epoch_lrs) < sum(cycles):
         raise ValueError(f"reinit-cycles: alg2_epoch_lrs has {len(r.alg2_epoch_lrs)} values for {sum(cycles)} "
                          "epochs; give one learning rate per epoch")
-    if r.layers_per_cycle < 0 or r.input_noise_std < 0 or r.alg1_t_max < 1 or r.batch_size < 1:
-        raise ValueError("reinit-cycles: layers_per_cycle and input_noise_std must be >= 0, alg1_t_max and "
-                         f"batch_size >= 1 (got {r.layers_per_cycle}, {r.input_noise_std}, {r.alg1_t_max}, "
-                         f"{r.batch_size})")
+    for key in ("layers_per_cycle", "input_noise_std", "retain_batch_size", "momentum", "weight_decay"):
+        if getattr(r, key) < 0:
+            raise ValueError(f"reinit-cycles: {key} must be >= 0, got {getattr(r, key)}")
+    if r.alg1_t_max < 1:
+        raise ValueError(f"reinit-cycles: alg1_t_max must be >= 1 epoch, got {r.alg1_t_max}")
 
 
 def layer_pool(model: nn.Module, include_bn: bool = False) -> list[tuple[str, nn.Module]]:
@@ -92,10 +96,10 @@ def reinit_random_layers(model: nn.Module, k: int, generator: torch.Generator, i
 
 
 def _reinit_cycles(model: nn.Module, ctx, r: ReinitCyclesRecipe) -> None:
-    check_recipe(r)
     # The frozen original f_0, in eval mode: its logits are the targets the student must reproduce.
     original = copy.deepcopy(model).eval().requires_grad_(False)
-    retain = ctx.retain if ctx.retain.batch_size == r.batch_size else ctx.retain.rebatch(r.batch_size, shuffle=True)
+    size = r.retain_batch_size  # 0: keep the batches as given
+    retain = ctx.retain if size in (0, ctx.retain.batch_size) else ctx.retain.rebatch(size, shuffle=True)
 
     def knowledge_preserving(m, x, _y):
         # Same noisy input for both models: the noise diversifies runs; the target stays f_0's view of it.

@@ -46,7 +46,10 @@ class RNIRecipe(Recipe):
     fine_lrs: tuple[float, ...] = (2e-4, 2e-4, 2e-4, 1e-3, 1e-3, 1e-4)  # ORIGINAL_FINE_LR, indexed by stage-3 epoch
     fine_momentum: float = 0.9
     fine_weight_decay: float = 5e-4
-    batch_size: int = 64
+    retain_batch_size: int = 64        # 0 keeps the batches as given
+
+    def __post_init__(self):
+        check_recipe(self)
 
 
 def check_recipe(r: RNIRecipe) -> None:
@@ -61,8 +64,9 @@ def check_recipe(r: RNIRecipe) -> None:
                          f"{r.layer_select}, {r.noise_ratio}, {r.noise_std})")
     if r.skip_rule not in ("selected", "noised"):
         raise ValueError(f"rni: skip_rule must be 'selected' or 'noised', got {r.skip_rule!r}")
-    if r.batch_size < 1:
-        raise ValueError(f"rni: batch_size must be >= 1, got {r.batch_size}")
+    if r.retain_batch_size < 0:
+        raise ValueError(f"rni: retain_batch_size must be >= 0 (0 keeps the given batches), "
+                         f"got {r.retain_batch_size}")
 
 
 def pick(names: list[str], k: int, generator: torch.Generator) -> list[str]:
@@ -109,12 +113,12 @@ def set_trainable(model: nn.Module, names) -> list[nn.Parameter]:
 
 
 def _rni(model: nn.Module, ctx, r: RNIRecipe) -> None:
-    check_recipe(r)
     if r.reset_fc:
         if not isinstance(getattr(model, "fc", None), nn.Module):
             raise ValueError("rni resets the model's `fc` layer, but this model has none (set reset_fc=false)")
         model.fc.reset_parameters()  # global RNG, seeded by the caller
-    retain = ctx.retain if ctx.retain.batch_size == r.batch_size else ctx.retain.rebatch(r.batch_size, shuffle=True)
+    size = r.retain_batch_size  # 0: keep the batches as given
+    retain = ctx.retain if size in (0, ctx.retain.batch_size) else ctx.retain.rebatch(size, shuffle=True)
     ce = cross_entropy()
     stage2_epochs = r.epochs - r.fine_epochs
     already_selected: set[str] = set()
