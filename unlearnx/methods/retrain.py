@@ -1,0 +1,83 @@
+"""Retrain from scratch on the retain set only: the oracle every other method is measured against.
+
+The weights are thrown away: every module is re-initialised as a fresh build would be (torch's global
+RNG, which the caller seeds), then trained on the retain set with :func:`unlearnx.training.train_model`.
+The default recipe is the competition organisers' (Adam 1e-4, wd 5e-3, cosine T_max=30, class-weighted
+CE, 30 epochs, batch 64, best-validation checkpoint from epoch 20). On the embedded digits the lead
+uses ``TrainRecipe.preset("digits")`` values (``--set optimizer=sgd --set lr=0.05 --set momentum=0.9
+...``; switching to SGD keeps Adam's momentum 0 unless set); any field can be overridden.
+Randomness: the initial weights and the data order.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..training import TrainRecipe, train_model
+from .base import Recipe, register
+
+
+@dataclass
+class RetrainRecipe(Recipe):
+    """The fields of :class:`~unlearnx.training.TrainRecipe`, defaulting to its competition preset."""
+
+    uncertain = ("the organisers keep the best-validation checkpoint from epoch 20 on (min_save_epoch=20); "
+                 "with fewer epochs no epoch qualifies and the last one is kept")
+
+    optimizer: str = "adam"            # organisers' train_lib.py
+    lr: float = 1e-4
+    momentum: float = 0.0              # unused by Adam
+    weight_decay: float = 5e-3
+    epochs: int = 30                   # cosine T_max = epochs
+    retain_batch_size: int = 64        # TrainRecipe.batch_size (named apart from unlearn_splits' batch_size)
+    class_weighted: bool = True        # CE weight 1/N_c from the retain counts
+    keep_best_validation: bool = True
+    min_save_epoch: int = 20           # main.py: retrained checkpoints only from epoch 20
+
+    def __post_init__(self):
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"retrain: optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.epochs < 1 or self.retain_batch_size < 1:
+            raise ValueError(f"retrain: epochs and retain_batch_size must be >= 1, got {self.epochs}, "
+                             f"{self.retain_batch_size}")
+        for key in ("lr", "momentum", "weight_decay", "min_save_epoch"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"retrain: {key} must be >= 0, got {getattr(self, key)}")
+
+    def train_recipe(self) -> TrainRecipe:
+        values = dataclasses.asdict(self)
+        values["batch_size"] = values.pop("retain_batch_size")
+        return TrainRecipe(**values)
+
+
+def reinitialise(model: nn.Module) -> None:
+    """Give ``model`` fresh weights and BN statistics, as building it anew would."""
+    for module in model.modules():
+        if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
+            module.reset_parameters()  # BatchNorm's also resets running statistics
+    # torchvision's ResNet constructor re-draws convs with Kaiming-normal (fan_out) after building them;
+    # match it so a "fresh" resnet18 here is distributed like resnet18(weights=None).
+    try:
+        from torchvision.models.resnet import ResNet
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return
+    if isinstance(model, ResNet):
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+
+def _retrain(model: nn.Module, ctx, r: RetrainRecipe) -> None:
+    recipe = r.train_recipe()
+    reinitialise(model)
+    counts = ctx.class_counts().tolist() if recipe.class_weighted else None
+    train_model(model, ctx.retain.rebatch(recipe.batch_size, shuffle=True), recipe,
+                validation_batches=ctx.validation, class_counts=counts, progress=ctx.progress,
+                amp_dtype=ctx.amp_dtype)
+
+
+register("retrain", origin="baseline (oracle)",
+         summary="re-initialise and train on the retain set only (competition recipe: Adam 1e-4, 30 epochs)",
+         recipe=RetrainRecipe)(_retrain)
