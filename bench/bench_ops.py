@@ -20,12 +20,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="competition shapes only, short runs")
     parser.add_argument("--min-run-time", type=float, default=None, help="seconds per measurement")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads while timing (default 1)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/ops-<device>.json)")
     args = parser.parse_args()
 
     load_before = os.getloadavg()
     bandwidth = copy_bandwidth_gbps(args.device)
-    rows = bench_ops(device=args.device, quick=args.quick, min_run_time=args.min_run_time)
+    rows = bench_ops(device=args.device, quick=args.quick, min_run_time=args.min_run_time, num_threads=args.threads)
     header = f"{'op':<15} {'shape':<44} {'fused ms':>10} {'ref ms':>10} {'speedup':>8} {'GB/s':>7}"
     print(header)
     print("-" * len(header))
@@ -43,11 +44,13 @@ def main() -> None:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "copy_bandwidth_gbps": round(bandwidth, 2),
+        "threads": args.threads,
         "note": "forward+backward for the losses, medians of torch.utils.benchmark blocked_autorange; "
                 "reference = the notebooks' composite PyTorch (unlearnx.ops.reference) or topk + normal_",
         "rows": rows,
     }
-    out = args.out or Path(__file__).resolve().parent / "results" / f"ops-{args.device}.json"
+    suffix = "" if args.threads == 1 else f"-{args.threads}threads"
+    out = args.out or Path(__file__).resolve().parent / "results" / f"ops-{args.device}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

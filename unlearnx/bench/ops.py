@@ -16,8 +16,11 @@ from ..ops import reference
 __all__ = ["bench_ops", "copy_bandwidth_gbps", "topk_reinit_", "kthvalue_reinit_"]
 
 
+_NUM_THREADS = 1
+
+
 def _time_ms(stmt: str, env: dict, min_run_time: float) -> float:
-    timer = benchmark.Timer(stmt=stmt, globals=env, num_threads=torch.get_num_threads())
+    timer = benchmark.Timer(stmt=stmt, globals=env, num_threads=_NUM_THREADS)
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
@@ -42,7 +45,7 @@ def _fwd_bwd(fn, differentiable, *args):
 def _row(op, shape, device, dtype, fused_ms, reference_ms, nbytes=None):
     row = {"op": op, "shape": shape, "device": device, "dtype": str(dtype).replace("torch.", ""),
            "fused_ms": round(fused_ms, 4), "reference_ms": round(reference_ms, 4),
-           "speedup": round(reference_ms / fused_ms, 2)}
+           "speedup": round(reference_ms / fused_ms, 2), "threads": _NUM_THREADS}
     if nbytes is not None:
         row["gbps"] = round(nbytes / (fused_ms * 1e-3) / 1e9, 2)
     return row
@@ -148,11 +151,17 @@ def _bench_reinit(device, min_run_time, fraction=0.3, std=0.05):
     return [row, single]
 
 
-def bench_ops(device: str = "cpu", quick: bool = False, min_run_time: float | None = None) -> list[dict]:
+def bench_ops(device: str = "cpu", quick: bool = False, min_run_time: float | None = None,
+              num_threads: int = 1) -> list[dict]:
     """Time each fused op (forward+backward for the losses) against the notebooks' composite PyTorch.
 
-    ``quick`` keeps only the competition shapes with short runs. Returns a list of row dicts.
+    ``quick`` keeps only the competition shapes with short runs. ``num_threads`` is the intra-op thread
+    count while timing (default 1: on a shared machine, OpenMP barriers of idle-waiting threads swamp
+    sub-millisecond ops; the competition shapes are single-threaded in the fused kernels anyway).
+    Returns a list of row dicts (each with its "threads").
     """
+    global _NUM_THREADS
+    _NUM_THREADS = num_threads
     if min_run_time is None:
         min_run_time = 0.2 if quick else 1.0
     if device == "cuda" and not torch.cuda.is_available():
