@@ -60,11 +60,16 @@ def check_recipe(r: GradAscentRecipe) -> None:
         raise ValueError(f"grad-ascent: loss_cap must be > 0, 0 (off) or -1 (the validation CE), got {r.loss_cap}")
 
 
+def _at_least_fp32(t):
+    """Half-precision logits (autocast) are upcast for the loss; float64 runs stay float64."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def ascent_loss(cap: float | None):
     """−CE of the batch, clamped at ``cap``: a batch already past the cap contributes no gradient."""
 
     def loss(model: nn.Module, x, y):
-        ce = F.cross_entropy(model(x).float(), y)
+        ce = F.cross_entropy(_at_least_fp32(model(x)), y)
         return -(ce.clamp(max=cap) if cap is not None else ce)
 
     return loss
@@ -76,7 +81,7 @@ def mean_ce(model: nn.Module, batches) -> float:
     model.eval()
     total, count = 0.0, 0
     for x, y in batches:
-        total += float(F.cross_entropy(model(x).float(), y, reduction="sum"))
+        total += float(F.cross_entropy(_at_least_fp32(model(x)), y, reduction="sum"))
         count += int(y.numel())
     model.train(was_training)
     return total / max(count, 1)

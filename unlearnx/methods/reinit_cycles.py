@@ -106,7 +106,9 @@ def _reinit_cycles(model: nn.Module, ctx, r: ReinitCyclesRecipe) -> None:
         noisy = x + ctx.randn_like(x, r.input_noise_std) if r.input_noise_std > 0 else x
         with torch.no_grad():
             target = original(noisy)
-        return F.mse_loss(m(noisy).float(), target.float())
+        output = m(noisy)
+        dtype = torch.promote_types(output.dtype, torch.float32)  # upcast autocast's half logits, keep float64
+        return F.mse_loss(output.to(dtype), target.to(dtype))
 
     schedule = cycle_lrs(r)
     for cycle, lrs in enumerate(schedule):
