@@ -1,5 +1,6 @@
-// Autograd kernels in C++ for the fused losses. Measured (bench notes in csrc/README.md): a
-// Python-registered autograd formula costs tens of microseconds per call, most of the budget at
+// Autograd kernels in C++ for the fused losses. Measured on the 2-core dev machine (bikl, B=64,
+// C=10, forward+backward, 1 thread): ~200 us with this kernel vs ~330-380 us with the same forward/
+// backward ops and torch.library.register_autograd; the Python formula costs most of the budget at
 // the competition's shapes, so autograd is done here. Forward and backward are still dispatcher
 // ops (_bikl_loss_fwd / _bikl_loss_backward, ...) with fake kernels, so torch.compile, export and
 // opcheck trace ops, not raw pointers.
