@@ -100,7 +100,10 @@ FORGET_HELP = "Forget set for sources without one: a fraction (0.1), 'classes:0,
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @_friendly
 def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed, device, force):
-    """Train an original model (or a retrained reference) and save its state_dict."""
+    """Train an original model (or a retrained reference) and save its state_dict.
+
+    Interrupted runs resume: the training state is saved beside --out (OUT.partial) after every epoch.
+    """
     import time
 
     from unlearnx import data as data_mod
@@ -130,7 +133,12 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     recipe = dataclasses.replace(recipe, **changes)
     start = time.perf_counter()
     with RichProgress() as progress:
-        model = train_from_scratch(splits, arch, recipe, on=on, seed=seed, device=dev, progress=progress)
+        # Training state is kept beside --out after every epoch: rerunning the command resumes.
+        partial = out.with_name(out.name + ".partial")
+        if partial.exists():
+            click.echo(f"resuming from {partial}")
+        model = train_from_scratch(splits, arch, recipe, on=on, seed=seed, device=dev, progress=progress,
+                                   resume_path=partial)
     seconds = time.perf_counter() - start
     save_state_dict(model, out)
     section = measure(model, splits, dev)

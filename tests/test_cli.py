@@ -146,3 +146,38 @@ def test_train_then_evaluate_then_bench(folder, tmp_path):
             assert key in row, key
     assert bench_path.with_suffix(".md").read_text().count("finetune") == 2
     assert bench_path.with_suffix(".png").stat().st_size > 1000
+
+
+def test_interrupted_training_resumes_to_the_same_model(tmp_path):
+    from unlearnx import data
+    from unlearnx.pipeline import train_from_scratch
+    from unlearnx.training import TrainRecipe
+
+    splits = data.load("digits")
+    recipe = TrainRecipe.preset("digits", epochs=3)
+    full = train_from_scratch(splits, "small", recipe, seed=1)
+
+    partial = tmp_path / "state.partial"
+    # Run one epoch, "crash", then resume with the full recipe from the saved state.
+    with pytest.raises(KeyboardInterrupt):
+        train_from_scratch(splits, "small", recipe, seed=1, resume_path=partial, progress=_StopAfter(1))
+    assert partial.exists()
+    resumed = train_from_scratch(splits, "small", recipe, seed=1, resume_path=partial)
+    assert not partial.exists()
+    for key, value in full.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+class _StopAfter:
+    """A progress reporter that interrupts training after ``epochs`` epochs, like a killed job."""
+
+    def __init__(self, epochs):
+        self.epochs, self.started = epochs, 0
+
+    def start(self, description, total):
+        self.started += 1
+        if self.started > self.epochs:
+            raise KeyboardInterrupt
+
+    def advance(self, n=1):
+        pass

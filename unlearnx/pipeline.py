@@ -34,9 +34,9 @@ def _batches(splits: Splits, split, batch_size: int, device, shuffle: bool, gene
 
 
 def train_from_scratch(splits: Splits, arch: str, recipe: TrainRecipe, *, on: str = "train", seed: int = 0,
-                       device="cpu", progress: Progress | None = None) -> nn.Module:
+                       device="cpu", progress: Progress | None = None, resume_path=None) -> nn.Module:
     """Train ``arch`` on the training set (``on="train"``: retain + forget) or on retain only (a retrained
-    reference), seeded by ``seed``."""
+    reference), seeded by ``seed``; ``resume_path`` makes it resumable (see :func:`train_model`)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     if on == "train":
@@ -50,7 +50,7 @@ def train_from_scratch(splits: Splits, arch: str, recipe: TrainRecipe, *, on: st
     counts = splits.class_counts if on == "train" else torch.bincount(split.labels, minlength=splits.num_classes).tolist()
     val = _batches(splits, splits.validation, 256, device, False) if splits.validation is not None else None
     train_model(model, _batches(splits, split, recipe.batch_size, device, True, generator), recipe,
-                validation_batches=val, class_counts=counts, progress=progress)
+                validation_batches=val, class_counts=counts, progress=progress, resume_path=resume_path)
     return model.eval()
 
 
@@ -73,7 +73,8 @@ def cached_model(splits: Splits, arch: str, recipe: TrainRecipe, *, on: str, see
     if path.exists():
         model = load_checkpoint(path, arch, splits.num_classes, splits.input_shape[0]).to(device).eval()
         return model, path, True
-    model = train_from_scratch(splits, arch, recipe, on=on, seed=seed, device=device, progress=progress)
+    model = train_from_scratch(splits, arch, recipe, on=on, seed=seed, device=device, progress=progress,
+                               resume_path=path.with_suffix(".partial"))
     save_state_dict(model, path)
     return model, path, False
 

@@ -9,6 +9,7 @@ import contextlib
 import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 import torch
@@ -149,8 +150,14 @@ def accuracy(model: nn.Module, batches: Iterable) -> float:
 
 
 def train_model(model: nn.Module, train_batches, recipe: TrainRecipe, *, validation_batches=None,
-                class_counts=None, progress: Progress | None = None, amp_dtype=None) -> nn.Module:
-    """Train ``model`` in place with ``recipe``; with ``keep_best_validation`` it ends on the best epoch."""
+                class_counts=None, progress: Progress | None = None, amp_dtype=None,
+                resume_path=None) -> nn.Module:
+    """Train ``model`` in place with ``recipe``; with ``keep_best_validation`` it ends on the best epoch.
+
+    With ``resume_path``, the full training state (model, optimiser, schedule, best checkpoint, RNG states)
+    is saved there after every epoch and picked up from there if it exists, so an interrupted run resumes
+    where it stopped and ends exactly as an uninterrupted one. The file is removed when training ends.
+    """
     params = model.parameters()
     if recipe.optimizer == "adam":
         optimizer = torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -161,8 +168,18 @@ def train_model(model: nn.Module, train_batches, recipe: TrainRecipe, *, validat
     scheduler = cosine(optimizer, recipe.epochs)
     weight = class_weights(class_counts) if recipe.class_weighted and class_counts is not None else None
     loss_fn = cross_entropy(weight)
-    best, best_state = -1.0, None
-    for epoch in range(recipe.epochs):
+    best, best_state, first_epoch = -1.0, None, 0
+    generator = getattr(train_batches, "generator", None)
+    if resume_path is not None and Path(resume_path).exists():
+        state = torch.load(resume_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        best, best_state, first_epoch = state["best"], state["best_state"], state["epoch"]
+        torch.set_rng_state(state["rng"])
+        if generator is not None and state["generator"] is not None:
+            generator.set_state(state["generator"])
+    for epoch in range(first_epoch, recipe.epochs):
         run_epoch(model, train_batches, optimizer, loss_fn, progress=progress,
                   description=f"train epoch {epoch + 1}/{recipe.epochs}", amp_dtype=amp_dtype)
         scheduler.step()
@@ -170,6 +187,21 @@ def train_model(model: nn.Module, train_batches, recipe: TrainRecipe, *, validat
             acc = accuracy(model, validation_batches)
             if acc > best:
                 best, best_state = acc, copy.deepcopy(model.state_dict())
+        if resume_path is not None:
+            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "best": best, "best_state": best_state,
+                          "epoch": epoch + 1, "rng": torch.get_rng_state(),
+                          "generator": generator.get_state() if generator is not None else None}, resume_path)
     if best_state is not None:
         model.load_state_dict(best_state)
+    if resume_path is not None:
+        Path(resume_path).unlink(missing_ok=True)
     return model
+
+
+def _save_atomic(obj, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
