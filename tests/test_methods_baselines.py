@@ -176,7 +176,7 @@ def test_neggrad_increases_the_forget_loss(splits, original):
     model = fresh(original)
     before = forget_ce(model, splits)
     unlearn_splits(model, splits, "neggrad", seed=0, lr=0.01)
-    assert forget_ce(model, splits) > before + 0.5
+    assert forget_ce(model, splits) > before + 0.2
 
 
 def test_neggrad_plus_l2_term_pulls_towards_the_original(splits, original):

@@ -227,6 +227,13 @@ def test_reinit_cycles_bad_recipe(original, splits):
 
 # ---------------------------------------------------------------- grad-ascent
 
+def _forget_loss(model, splits):
+    from unlearnx.metrics import loss_accuracy, predict
+    from unlearnx.pipeline import evaluation_batches
+
+    return loss_accuracy(*predict(model, evaluation_batches(splits, "cpu")["forget"]))["loss"]
+
+
 def test_grad_ascent_forgets_more_than_its_retain_rounds_alone(original, splits):
     # Same seed, same data order; the control run skips the ascent (forget_lr 0), so any difference in
     # forget accuracy/loss comes from the forget rounds, not from the retain rounds' extra training.
@@ -234,7 +241,9 @@ def test_grad_ascent_forgets_more_than_its_retain_rounds_alone(original, splits)
     unlearn_splits(model, splits, "grad-ascent", seed=0)
     control = copy.deepcopy(original)
     unlearn_splits(control, splits, "grad-ascent", seed=0, forget_lr=0.0)
-    assert _acc(model, splits, "forget") < _acc(control, splits, "forget")
+    # Forget accuracy can tie on a few dozen examples; the forget loss cannot hide the ascent.
+    assert _forget_loss(model, splits) > _forget_loss(control, splits)
+    assert _acc(model, splits, "forget") <= _acc(control, splits, "forget")
     assert _acc(model, splits, "forget") < _acc(original, splits, "forget")
     assert _acc(model, splits, "test") > _acc(original, splits, "test") - 0.05  # guards kept it a classifier
 
