@@ -34,11 +34,13 @@ DATA_HELP = "Data source: 'digits' (default, embedded), a competition folder, an
               help="Fused C++/CUDA losses, or the pure-PyTorch composites as the notebooks wrote them.")
 @click.option("--reference/--no-reference", default=None,
               help="Also train (once, cached) a retrained-on-retain reference for the report. Default: on for digits.")
+@click.option("--mia", "mia_mode", type=click.Choice(["simple", "all"]), default="simple", show_default=True,
+              help="simple: the starting kit's loss attack; all: also the SVC family and entropy-LR.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_friendly
 def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, device, sets, recipe_file,
-            batch_size, export_format, fused, reference, force, quiet):
+            batch_size, export_format, fused, reference, mia_mode, force, quiet):
     """Unlearn the forget set from the original model with METHOD; write unlearned.pt and report.json.
 
     With no --data it uses scikit-learn's bundled digits and trains (and caches) the original model first.
@@ -94,15 +96,16 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
         with watch("unlearn"):
             run_method(model, ctx, method, recipe)
 
+    all_mias = mia_mode == "all"
     with watch("evaluate"):
         report = new_report(
             seed=seed, data={**splits.summary(), "split_seed": split_seed}, method=method,
             impl="fused" if fused else "pytorch", recipe=dataclasses.asdict(recipe), arch=arch,
             original_checkpoint=original_source, device=str(dev), mia_name="mia.loss_lr",
             seconds=watch.timings["unlearn"],
-            original=measure(original, splits, dev), unlearned=measure(model, splits, dev))
+            original=measure(original, splits, dev, all_mias), unlearned=measure(model, splits, dev, all_mias))
         if retrained is not None:
-            report["retrained"] = measure(retrained, splits, dev)
+            report["retrained"] = measure(retrained, splits, dev, all_mias)
     report["timings"] = dict(watch.timings)
 
     prepare_out_dir(out, force)

@@ -181,3 +181,13 @@ class _StopAfter:
 
     def advance(self, n=1):
         pass
+
+
+def test_all_mias_are_reported_by_name(folder, tmp_path):
+    out = tmp_path / "run"
+    result = run("unlearn", "-m", "finetune", "--data", folder, "--out", out, "--mia", "all", "-q")
+    assert result.exit_code == 0, result.output
+    mias = json.loads((out / "report.json").read_text())["unlearned"]["mias"]
+    assert {"mia.loss_lr", "mia.entropy_lr", "mia.svc.confidence", "mia.svc.m_entropy"} <= set(mias)
+    assert all(0.0 <= v <= 1.0 for v in mias.values())
+    assert "mia.entropy_lr" in result.output and "lower (vs retrained)" in result.output

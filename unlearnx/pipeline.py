@@ -84,22 +84,29 @@ def evaluation_batches(splits: Splits, device, batch_size: int = 256) -> dict:
             for name, split in splits.named().items()}
 
 
-def measure(model: nn.Module, splits: Splits, device="cpu") -> dict:
+def measure(model: nn.Module, splits: Splits, device="cpu", all_mias: bool = False) -> dict:
     """``{split: {"loss", "accuracy"}}`` for every split plus the starting kit's ``mia`` (forget vs test,
-    or forget vs validation when the source has no test split)."""
-    from .metrics import loss_accuracy, per_example_losses, predict, simple_mia
+    or forget vs validation when the source has no test split). ``all_mias`` adds ``mias``: the SVC family
+    (shadow = the first |held-out| retain examples vs the held-out split, as SalUn) and entropy-LR."""
+    from .metrics import entropy_lr_mia, loss_accuracy, per_example_losses, predict, simple_mia, svc_mia_all
 
-    section, losses = {}, {}
+    section, losses, probs = {}, {}, {}
     for name, batches in evaluation_batches(splits, device).items():
         if batches is None:
             continue
         logits, labels = predict(model, batches, device)
         section[name] = loss_accuracy(logits, labels)
         losses[name] = per_example_losses(logits, labels)
-    members = losses["forget"]
-    nonmembers = losses.get("test", losses.get("validation"))
-    if nonmembers is not None:
-        section["mia"] = float(simple_mia(members.numpy(), nonmembers.numpy()))
+        probs[name] = (logits.double().softmax(1), labels)
+    held_out = "test" if "test" in losses else ("validation" if "validation" in losses else None)
+    if held_out is not None:
+        section["mia"] = float(simple_mia(losses["forget"].numpy(), losses[held_out].numpy()))
+        if all_mias:
+            n = len(probs[held_out][1])
+            shadow_train = (probs["retain"][0][:n], probs["retain"][1][:n])
+            mias = svc_mia_all(shadow_train, probs[held_out], probs["forget"])
+            mias["mia.entropy_lr"] = float(entropy_lr_mia(probs["retain"][0], probs[held_out][0], probs["forget"][0]))
+            section["mias"] = {"mia.loss_lr": section["mia"], **{k: float(v) for k, v in mias.items()}}
     return section
 
 

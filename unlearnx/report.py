@@ -139,6 +139,14 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _short_direction(text: str) -> str:
+    """MIA_INFO's sentence reduced to what fits a column; every attack's ideal is the retrained value."""
+    for word in ("closer", "higher", "lower"):
+        if text.startswith(word) or f" {word}" in text.split("=")[0]:
+            return "closer to retrained" if word == "closer" else f"{word} (vs retrained)"
+    return text
+
+
 def render_unlearn_table(report: dict, console=None) -> None:
     """split x (loss, accuracy) for original, unlearned, retrained, then MIA and time."""
     from rich.console import Console
@@ -165,6 +173,19 @@ def render_unlearn_table(report: dict, console=None) -> None:
         mia_cells += ["", f"{report[m]['mia']:.3f}" if "mia" in report[m] else ""]
     table.add_row(f"MIA ({report.get('mia_name', 'mia')})", *mia_cells)
     console.print(table)
+    if any("mias" in report[m] for m in models):
+        from .metrics import MIA_INFO
+
+        mias = Table(title="membership-inference attacks (forget set)")
+        mias.add_column("attack")
+        for m in models:
+            mias.add_column(m, justify="right")
+        mias.add_column("better unlearning ⇒")
+        for name in report[models[0]].get("mias", {}):
+            info = MIA_INFO.get(name, MIA_INFO.get(name.rsplit(".", 1)[0] + ".<feature>", {}))
+            cells = [f"{report[m]['mias'][name]:.3f}" for m in models]
+            mias.add_row(name, *cells, _short_direction(info.get("direction", "")))
+        console.print(mias)
     timings = report.get("timings", {})
     if timings:
         console.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
