@@ -41,7 +41,8 @@ DATA_HELP = "Data source: 'digits' (default, embedded), a competition folder, an
 @_friendly
 def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, device, sets, recipe_file,
             batch_size, export_format, fused, reference, mia_mode, force, quiet):
-    """Unlearn the forget set from the original model with METHOD; write unlearned.pt and report.json.
+    """Unlearn the forget set from the original model with METHOD; write unlearned.pt, report.json and the
+    metrics table as metrics.csv and metrics.md.
 
     With no --data it uses scikit-learn's bundled digits and trains (and caches) the original model first.
     """
@@ -55,7 +56,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     from unlearnx.methods import get_method, make_recipe, parse_overrides, run_method
     from unlearnx.models import save_state_dict
     from unlearnx.pipeline import Stopwatch, cached_model, default_train_recipe, measure, original_model
-    from unlearnx.report import new_report, render_unlearn_table, write_json_atomic
+    from unlearnx.report import export, new_report, render_unlearn_table, write_json_atomic
 
     from .progress import RichProgress
 
@@ -115,5 +116,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
 
         report["export"] = str(export_model(model, export_format, out, splits.input_shape))
     write_json_atomic(report, out / "report.json")
+    export(report, out / "metrics.csv")
+    export(report, out / "metrics.md")
     render_unlearn_table(report, Console())
-    click.echo(f"wrote {out / 'unlearned.pt'} and {out / 'report.json'}")
+    click.echo(f"wrote {out / 'unlearned.pt'}, {out / 'report.json'} and metrics.csv/.md")

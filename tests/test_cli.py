@@ -59,6 +59,13 @@ def test_unlearn_on_competition_folder_writes_loadable_outputs(folder, tmp_path)
     for entry in ("retain", "forget", "validation"):
         assert 0.0 <= report["unlearned"][entry]["accuracy"] <= 1.0
     assert report["data"]["split_hash"] and report["versions"]["torch"] == torch.__version__
+    import pandas as pd
+
+    table = pd.read_csv(out / "metrics.csv")
+    assert set(table["model"]) == {"original", "unlearned"}
+    row = table[(table.model == "unlearned") & (table.split == "forget")].iloc[0]
+    assert row["accuracy"] == pytest.approx(report["unlearned"]["forget"]["accuracy"])
+    assert "| unlearned | forget |" in (out / "metrics.md").read_text()
     program = torch.export.load(str(out / "model.pt2"))
     x = torch.rand(2, 3, 32, 32) * 255
     model = build_model("resnet18", 10)

@@ -116,12 +116,14 @@ def export(report: dict, path) -> None:
     """Write the metrics table as CSV or Markdown, chosen by the file extension."""
     path = Path(path)
     frame = metrics_frame(report)
+    tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".csv":
-        frame.to_csv(path, index=False)
+        frame.to_csv(tmp, index=False)
     elif path.suffix in (".md", ".markdown"):
-        path.write_text(markdown_table(frame))
+        tmp.write_text(markdown_table(frame))
     else:
         raise ValueError(f"cannot export to {path.suffix!r}: use .csv or .md")
+    tmp.replace(path)
 
 
 def markdown_table(frame) -> str:
