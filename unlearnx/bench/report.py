@@ -65,7 +65,7 @@ def plot(result: dict, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    y_key = "score" if all("score" in r for r in rows) else "forget_accuracy"
+    y_key = "score" if all("score" in r for r in rows) and any(r["score"] > 0 for r in rows) else "forget_accuracy"
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for impl, marker in (("pytorch", "o"), ("resident", "s"), ("fused", "^")):
         pts = [r for r in rows if r["impl"] == impl]
