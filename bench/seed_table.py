@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,13 +38,6 @@ def shrink(splits, n):
     cut = lambda s: pick(s, min(n, len(s))) if s is not None else None  # noqa: E731
     return dataclasses.replace(splits, retain=cut(splits.retain), forget=pick(splits.forget, max(1, n // 10)),
                                validation=cut(splits.validation), test=cut(splits.test), forget_index=None)
-
-
-def stack(results: list[dict]) -> RunSet:
-    import numpy as np
-
-    return RunSet(**{k: (np.stack([r[k] for r in results]) if k == "confs" else np.array([r[k] for r in results]))
-                     for k in ("confs", "retain_accuracy", "test_accuracy", "forget_accuracy", "seconds", "mia")})
 
 
 def main(argv=None) -> int:
@@ -77,7 +69,7 @@ def main(argv=None) -> int:
         retrained.append({**run_summary(model, splits, device), "seconds": seconds})
         if i == 0:
             rows.append({"model": "retrained", **flatten(measure(model, splits, device)), "seconds": seconds})
-    references = stack(retrained)
+    references = RunSet.from_results(retrained)
 
     for method in METHODS:
         recipe_m = make_recipe(method)
@@ -97,7 +89,7 @@ def main(argv=None) -> int:
             results.append({**run_summary(model, splits, device), "seconds": time.perf_counter() - start})
             if first is None:
                 first = measure(model, splits, device)
-        runset = stack(results)
+        runset = RunSet.from_results(results)
         rows.append({"model": method, **flatten(first), "seconds": float(runset.seconds.mean()),
                      "score": score(runset, references)["score"] if args.runs >= 2 else float("nan")})
 

@@ -41,6 +41,14 @@ class RunSet:
     def n(self) -> int:
         return int(self.confs.shape[0])
 
+    @classmethod
+    def from_results(cls, results) -> "RunSet":
+        """Stack per-run dicts (or loaded ``.npz`` files) as :func:`run_summary` + ``seconds`` produce them."""
+        results = list(results)
+        return cls(confs=np.stack([r["confs"] for r in results]),
+                   **{f.name: np.array([float(r[f.name]) for r in results])
+                      for f in dataclasses.fields(cls) if f.name != "confs"})
+
 
 def run_summary(model: nn.Module, splits: Splits, device) -> dict:
     """Forget-set confidences (organisers' order: unshuffled) and accuracies of one model."""
@@ -84,13 +92,7 @@ class RunStore:
         tmp.replace(self.path(i))
 
     def load(self, n: int) -> RunSet:
-        runs = [np.load(self.path(i)) for i in range(n)]
-        return RunSet(confs=np.stack([r["confs"] for r in runs]),
-                      retain_accuracy=np.array([float(r["retain_accuracy"]) for r in runs]),
-                      test_accuracy=np.array([float(r["test_accuracy"]) for r in runs]),
-                      forget_accuracy=np.array([float(r["forget_accuracy"]) for r in runs]),
-                      seconds=np.array([float(r["seconds"]) for r in runs]),
-                      mia=np.array([float(r["mia"]) for r in runs]))
+        return RunSet.from_results(np.load(self.path(i)) for i in range(n))
 
 
 def _key(payload: dict) -> str:
@@ -164,12 +166,7 @@ def unlearned_runs(original: nn.Module, splits: Splits, method: str, recipe, n: 
             results.append(result)
     if store is not None:
         return store.load(n)
-    return RunSet(confs=np.stack([r["confs"] for r in results]),
-                  retain_accuracy=np.array([r["retain_accuracy"] for r in results]),
-                  test_accuracy=np.array([r["test_accuracy"] for r in results]),
-                  forget_accuracy=np.array([r["forget_accuracy"] for r in results]),
-                  seconds=np.array([r["seconds"] for r in results]),
-                  mia=np.array([r["mia"] for r in results]))
+    return RunSet.from_results(results)
 
 
 def score(unlearned: RunSet, retrained: RunSet) -> dict:
