@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import UserError, _friendly, resolve_device
+from .common import FORGET_HELP, UserError, _friendly, refuse_overwrite, resolve_device
 
 
 @click.command()
@@ -13,7 +13,7 @@ from .common import UserError, _friendly, resolve_device
 @click.option("--methods", "methods_arg", default=None,
               help="Comma-separated method names, or 'all'. Default (with no --ops): scl,scl-bikl.")
 @click.option("--data", default=None, help="Data source for the methods table (default: the embedded digits).")
-@click.option("--forget", "forget_spec", default=None, help="Forget set: 0.1, 'classes:0,3' or 'groups:15'.")
+@click.option("--forget", "forget_spec", default=None, help=FORGET_HELP)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Original model state_dict.")
 @click.option("--runs", "-n", default=1, show_default=True,
               help="Runs per method and impl; with 3 or more, also the competition score against as many "
@@ -39,8 +39,8 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, ingr
 
     if out is not None and out.suffix != ".json":
         raise UserError("--out must end in .json (the .md and .png are written beside it)")
-    if out is not None and out.exists() and not force:
-        raise UserError(f"{out} exists; pass --force to overwrite it")
+    if out is not None:
+        refuse_overwrite(out, force)
     dev = resolve_device(device)
     if methods_arg is None and not do_ops:
         do_ops, methods_arg = True, "scl,scl-bikl"

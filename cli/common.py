@@ -41,7 +41,12 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-def prepare_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UserError(f"{out} already exists and is not empty; pass --force to overwrite it or choose --out")
-    out.mkdir(parents=True, exist_ok=True)
+DATA_HELP = ("Data source: 'digits' (default, embedded), a competition folder, an ImageFolder tree, "
+             "or cifar-10-batches-py.")
+FORGET_HELP = "Forget set for sources without one: a fraction (0.1), 'classes:0,3' or 'groups:15'."
+
+
+def refuse_overwrite(out: Path, force: bool) -> None:
+    """Checked before any work: an existing output file, or non-empty output folder, needs --force."""
+    if out.exists() and not force and (out.is_file() or any(out.iterdir())):
+        raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import click
 
-from .common import UserError, _friendly, resolve_device
+from .common import FORGET_HELP, UserError, _friendly, refuse_overwrite, resolve_device
 
 
 @click.command()
 @click.option("--method", "-m", default="scl", show_default=True, help="Method name (see `unlearnx methods`).")
 @click.option("--data", default=None, help="Data source (default: the embedded digits).")
-@click.option("--forget", "forget_spec", default=None, help="Forget set: 0.1, 'classes:0,3' or 'groups:15'.")
+@click.option("--forget", "forget_spec", default=None, help=FORGET_HELP)
 @click.option("--split-seed", default=0, show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Original model state_dict.")
 @click.option("--model", "arch", default=None, help="resnet18 or small.")
@@ -45,8 +45,8 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     recipe = make_recipe(method, parse_overrides(sets))
     if runs < 2:
         raise UserError("--runs must be at least 2 (the score compares run distributions)")
-    if out is not None and out.exists() and not force:
-        raise UserError(f"{out} exists; pass --force to overwrite it")
+    if out is not None:
+        refuse_overwrite(out, force)
     dev = resolve_device(device)
     console = Console(stderr=True)
     kind = data_mod.detect_source(data)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 
-from .common import UserError, _friendly, resolve_device  # noqa: E402
+from .common import DATA_HELP, FORGET_HELP, _friendly, refuse_overwrite, resolve_device  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -80,8 +80,6 @@ def methods(details):
     Console().print(table)
 
 
-DATA_HELP = "Data source: 'digits' (default, embedded), a competition folder, an ImageFolder tree, or cifar-10-batches-py."
-FORGET_HELP = "Forget set for sources without one: a fraction (0.1), 'classes:0,3' or 'groups:15'."
 
 
 @main.command()
@@ -104,11 +102,12 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
 
     Interrupted runs resume: the training state is saved beside --out (OUT.partial) after every epoch.
     """
+    import dataclasses
     import time
 
     from unlearnx import data as data_mod
     from unlearnx.methods import parse_overrides
-    from unlearnx.methods.base import _coerce
+    from unlearnx.methods.base import apply_overrides
     from unlearnx.models import default_arch, save_state_dict
     from unlearnx.pipeline import default_train_recipe, measure, train_from_scratch
     from unlearnx.report import new_report, write_json_atomic
@@ -116,21 +115,12 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
 
     from .progress import RichProgress
 
-    if out.exists() and not force:
-        raise UserError(f"{out} exists; pass --force to overwrite it")
+    refuse_overwrite(out, force)
     dev = resolve_device(device)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     arch = arch or default_arch(data_mod.detect_source(data))
     recipe = TrainRecipe.preset(recipe_name) if recipe_name else default_train_recipe(splits)
-    import dataclasses
-
-    fields = {f.name for f in dataclasses.fields(recipe)}
-    changes = {}
-    for key, value in parse_overrides(sets).items():
-        if key not in fields:
-            raise UserError(f"training recipe has no setting {key!r}; valid settings: {', '.join(sorted(fields))}")
-        changes[key] = _coerce(value, getattr(recipe, key), key, "train")
-    recipe = dataclasses.replace(recipe, **changes)
+    recipe = apply_overrides(recipe, parse_overrides(sets), "training recipe")
     start = time.perf_counter()
     with RichProgress() as progress:
         # Training state is kept beside --out after every epoch: rerunning the command resumes.

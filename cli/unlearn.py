@@ -5,16 +5,13 @@ from pathlib import Path
 
 import click
 
-from .common import UserError, _friendly, prepare_out_dir, resolve_device
-
-DATA_HELP = "Data source: 'digits' (default, embedded), a competition folder, an ImageFolder tree, or cifar-10-batches-py."
+from .common import DATA_HELP, FORGET_HELP, _friendly, refuse_overwrite, resolve_device
 
 
 @click.command()
 @click.option("--method", "-m", default="scl", show_default=True, help="Method name (see `unlearnx methods`).")
 @click.option("--data", default=None, help=DATA_HELP)
-@click.option("--forget", "forget_spec", default=None,
-              help="Forget set for sources without one: a fraction (0.1), 'classes:0,3' or 'groups:15'.")
+@click.option("--forget", "forget_spec", default=None, help=FORGET_HELP)
 @click.option("--split-seed", default=0, show_default=True, help="Seed of the forget-set draw (same for every method).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Original model state_dict. Default: the competition folder's original_model.pth, else a model "
@@ -65,8 +62,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     get_method(method)
     recipe = make_recipe(method, parse_overrides(sets), recipe_file)
     out = out or Path("runs") / method
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UserError(f"{out} already exists and is not empty; pass --force to overwrite it or choose --out")
+    refuse_overwrite(out, force)
     dev = resolve_device(device)
     watch = Stopwatch()
 
@@ -109,7 +105,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
             report["retrained"] = measure(retrained, splits, dev, all_mias)
     report["timings"] = dict(watch.timings)
 
-    prepare_out_dir(out, force)
+    out.mkdir(parents=True, exist_ok=True)
     save_state_dict(model, out / "unlearned.pt")
     if export_format:
         from unlearnx.export import export_model

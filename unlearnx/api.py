@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.batches import LoaderBatches, TensorBatches, as_batches
+from .data.batches import TensorBatches, as_batches
 from .data.splits import Splits
 from .methods import UnlearnContext, make_recipe, run_method
 from .training import NullProgress, Progress
@@ -117,4 +117,4 @@ def unlearn_splits(model: nn.Module, splits: Splits, method: str = "scl", *, see
     return run_method(model, ctx, method, recipe)
 
 
-__all__ = ["unlearn", "unlearn_splits", "make_context", "splits_context", "seed_everything", "LoaderBatches"]
+__all__ = ["unlearn", "unlearn_splits", "make_context", "splits_context", "seed_everything"]

@@ -144,14 +144,20 @@ def make_recipe(name: str, overrides: dict[str, Any] | None = None, recipe_file=
         else:
             values.update(json.loads(path.read_text()))
     values.update(overrides or {})
-    valid = {f.name: f for f in dataclasses.fields(recipe)}
+    return apply_overrides(recipe, values, name)
+
+
+def apply_overrides(recipe, values: dict[str, Any], what: str):
+    """A copy of the dataclass ``recipe`` with ``values`` (strings from the command line are converted to
+    each field's type); an unknown key is an error that lists the valid ones."""
+    valid = {f.name for f in dataclasses.fields(recipe)}
     changes = {}
     for key, value in values.items():
         key = key.replace("-", "_")
         if key not in valid:
-            raise ValueError(f"{name} has no setting {key!r}; valid settings: {', '.join(sorted(valid))}")
-        changes[key] = _coerce(value, getattr(recipe, key), key, name)
-    return recipe.replace(**changes)
+            raise ValueError(f"{what} has no setting {key!r}; valid settings: {', '.join(sorted(valid))}")
+        changes[key] = _coerce(value, getattr(recipe, key), key, what)
+    return dataclasses.replace(recipe, **changes)
 
 
 def parse_overrides(pairs) -> dict[str, str]:
