@@ -7,8 +7,18 @@ scaled) divided by its time, to compare with :func:`copy_bandwidth_gbps`.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
-from torch.utils import benchmark
+
+# torch.utils.benchmark imports cpp_extension, which logs a warning about CUDA_HOME on machines with no
+# CUDA runtime; that is noise for a timing tool, so it is muted for the import alone.
+_cpp_extension_log = logging.getLogger("torch.utils.cpp_extension")
+_previous_level = _cpp_extension_log.level
+_cpp_extension_log.setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
+
+_cpp_extension_log.setLevel(_previous_level)
 
 from .. import ops
 from ..ops import reference
