@@ -50,12 +50,121 @@ class UnlearnContext:
         return torch.randint(high, size, generator=self.generator)
 
 
+@dataclass(frozen=True)
+class Rule:
+    """A range rule for one recipe field: ``rule(value)`` is None when ``value`` passes, else the phrase
+    it breaks (">= 1"), which the recipe turns into "<method>: <field> must be >= 1, got 0".
+
+    ``bad_values`` are values that break the rule (the tests use them to prove every rule is in force).
+    """
+
+    phrase: str
+    passes: Callable[[Any], bool]
+    bad_values: tuple = ()
+
+    def __call__(self, value) -> str | None:
+        return None if self.passes(value) else self.phrase
+
+
+def _noted(phrase: str, note: str) -> str:
+    return f"{phrase} ({note})" if note else phrase
+
+
+def at_least(n, note: str = "") -> Rule:
+    return Rule(_noted(f">= {n}", note), lambda v: v >= n, (n - 1,))
+
+
+def greater_than(n, note: str = "") -> Rule:
+    return Rule(_noted(f"> {n}", note), lambda v: v > n, (n, n - 1))
+
+
+def in_range(lo, hi, closed: tuple[bool, bool] = (True, True)) -> Rule:
+    """``lo <= v <= hi``; ``closed=(True, False)`` is [lo, hi), and so on."""
+    left, right = closed
+
+    def passes(v):
+        return (lo <= v if left else lo < v) and (v <= hi if right else v < hi)
+
+    phrase = f"in {'[' if left else '('}{lo}, {hi}{']' if right else ')'}"
+    open_ends = (() if left else (lo,)) + (() if right else (hi,))
+    return Rule(phrase, passes, (lo - 1, hi + 1) + open_ends)
+
+
+def one_of(*choices) -> Rule:
+    names = [repr(c) for c in choices]
+    phrase = " or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
+    return Rule(phrase, lambda v: v in choices, ("nope",))
+
+
+def each(rule: Rule, non_empty: bool = False) -> Rule:
+    """Every entry of a list/tuple field passes ``rule`` (and there is one at least, if ``non_empty``)."""
+    phrase = f"a {'non-empty ' if non_empty else ''}list of values {rule.phrase}"
+
+    def passes(values):
+        return (len(values) > 0 or not non_empty) and all(rule.passes(v) for v in values)
+
+    return Rule(phrase, passes, tuple((bad,) for bad in rule.bad_values) + (((),) if non_empty else ()))
+
+
+BATCHES_AS_GIVEN = "0 keeps the given batches"
+
+# Rules for fields that many recipes share, by field name; a recipe's own ``limits`` add to or override these.
+COMMON_LIMITS: dict[str, Rule] = {
+    "epochs": at_least(1),
+    "lr": greater_than(0),
+    "momentum": in_range(0, 1, closed=(True, False)),
+    "weight_decay": at_least(0),
+    "retain_weight_decay": at_least(0),
+    "retain_batch_size": at_least(0, BATCHES_AS_GIVEN),
+    "forget_batch_size": at_least(0, BATCHES_AS_GIVEN),
+    "temperature": greater_than(0),
+}
+
+
 @dataclass
 class Recipe:
-    """Base of every method's recipe: the published defaults as dataclass fields."""
+    """Base of every method's recipe: the published defaults as dataclass fields.
+
+    Every recipe is validated when it is built (constructor, ``replace``, :func:`make_recipe`): each
+    field with a rule in :data:`COMMON_LIMITS` or in the ``limits`` of the class or its bases, then the
+    class's :meth:`check` for rules that join several fields.
+    """
 
     # A note on which values the sources do not confirm (shown by `unlearnx methods --details`).
     uncertain: ClassVar[str] = ""
+    # Range rules for this class's fields, beyond or instead of COMMON_LIMITS (merged along the MRO).
+    limits: ClassVar[dict[str, Rule]] = {}
+    # The method's name for error messages; set by `register` on each recipe class.
+    method_name: ClassVar[str] = ""
+
+    def __post_init__(self):
+        # A class's own name only: a registered base's name must not stand for an unregistered subclass.
+        method = vars(type(self)).get("method_name") or type(self).__name__
+        for key, rule in self.rules().items():
+            value = getattr(self, key)
+            try:
+                broken = rule(value)
+            except TypeError:  # a value of the wrong kind (e.g. a list from a JSON recipe file)
+                broken = rule.phrase
+            if broken:
+                shown = repr(value) if isinstance(value, str) else value
+                raise ValueError(f"{method}: {key} must be {broken}, got {shown}")
+        self.check()
+
+    def check(self) -> None:
+        """Rules across fields; raise ``ValueError(f"{self.method_name}: ...")``. None by default."""
+
+    @classmethod
+    def rules(cls) -> dict[str, Rule]:
+        """{field: rule} for this recipe: COMMON_LIMITS for the fields it has, then ``limits`` along the MRO."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        rules = {key: rule for key, rule in COMMON_LIMITS.items() if key in fields}
+        for klass in reversed(cls.__mro__):
+            rules.update(vars(klass).get("limits", {}))
+        unknown = sorted(set(rules) - fields)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.limits names {', '.join(unknown)}, which it has no field for")
+        return rules
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)
@@ -85,6 +194,10 @@ def register(name: str, *, origin: str, summary: str, recipe: type[Recipe]):
     def decorator(fn):
         if name in METHODS:
             raise RuntimeError(f"method {name!r} registered twice")
+        if vars(recipe).get("method_name", name) != name:
+            raise RuntimeError(f"{recipe.__name__} is already the recipe of {recipe.method_name!r}; "
+                               f"give {name!r} a subclass of its own")
+        recipe.method_name = name  # error messages name the method
         METHODS[name] = MethodInfo(name=name, origin=origin, summary=summary, recipe=recipe, fn=fn)
         return fn
 

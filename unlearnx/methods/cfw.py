@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..training import cosine, run_epoch, sgd
-from .base import Recipe, UnlearnContext, register
+from .base import Recipe, UnlearnContext, at_least, one_of, register
 
 
 @dataclass
@@ -23,6 +23,10 @@ class CFWRecipe(Recipe):
                  "convolutional layers' (noise_all_convs=True); weights 1.0/0.05 are the write-up's, tuned for the "
                  "competition's dominant class 0 (no rationale on balanced data: use class_weights='none' or "
                  "'balanced'); batch-level scaling is the port's CustomCrossEntropyLoss, per-sample is 'sample'")
+    # weighted_class is checked at run time: its range depends on the number of classes.
+    limits = {"noise_std": at_least(0), "jitter_std": at_least(0), "other_class_weight": at_least(0),
+              "class_weights": one_of("writeup", "balanced", "none"), "weighting": one_of("batch", "sample"),
+              "epochs": at_least(0)}  # 0 epochs: the first noise alone
 
     noise_std: float = 0.6               # first vision_confuser σ (raw 0-255 inputs in the competition)
     jitter_std: float = 0.005            # second σ, before the last epoch
@@ -61,19 +65,17 @@ def class_weight_table(r: CFWRecipe, ctx: UnlearnContext) -> Tensor | None:
         w = torch.full((c,), float(r.other_class_weight))
         w[r.weighted_class] = 1.0
         return w
-    if r.class_weights == "balanced":
-        # sklearn's 'balanced': n / (classes present · count), over the classes present in the retain set.
-        counts = ctx.class_counts()
-        present = counts > 0
-        w = torch.zeros(c)
-        w[present] = counts.sum() / (int(present.sum()) * counts[present])
-        return w
-    raise ValueError(f"cfw: class_weights must be 'writeup', 'balanced' or 'none', got {r.class_weights!r}")
+    # "balanced" (the recipe admits no other value): sklearn's n / (classes present · count), over the
+    # classes present in the retain set.
+    counts = ctx.class_counts()
+    present = counts > 0
+    w = torch.zeros(c)
+    w[present] = counts.sum() / (int(present.sum()) * counts[present])
+    return w
 
 
 def weighted_ce(weights: Tensor | None, weighting: str):
-    if weighting not in ("batch", "sample"):
-        raise ValueError(f"cfw: weighting must be 'batch' or 'sample', got {weighting!r}")
+    """CE with class ``weights``: per sample (``"sample"``) or the batch-mean CE scaled (``"batch"``)."""
 
     def loss(model, x, y):
         logits = model(x)

@@ -28,13 +28,15 @@ import torch
 from torch import Tensor, nn
 
 from ..training import cosine, cross_entropy, run_epoch, sgd
-from .base import Recipe, UnlearnContext, register
+from .base import Recipe, UnlearnContext, at_least, greater_than, in_range, register
 
 
 @dataclass
 class CTRecipe(Recipe):
     uncertain = ("part A values are the port's ('as provided by the authors'); every detail of part B is an "
                  "assumption (see the module docstring), as is drawing A/B at random per run")
+    limits = {"pseudo_label_fraction": in_range(0, 1), "probe_epochs": at_least(0), "scratch_epochs": at_least(0),
+              "scratch_lr": greater_than(0), "epochs": at_least(0)}  # 0 epochs: the kernel transpose alone
 
     epochs: int = 3
     lr: float = 1e-3
@@ -111,8 +113,6 @@ def pseudo_labels(model: nn.Module, ctx: UnlearnContext, r: CTRecipe) -> list[tu
 
 
 def _ct(model: nn.Module, ctx: UnlearnContext, r: CTRecipe) -> None:
-    if not 0.0 <= r.pseudo_label_fraction <= 1.0:
-        raise ValueError(f"ct: pseudo_label_fraction must be in [0, 1], got {r.pseudo_label_fraction}")
     # One draw per run, even for pure A, so the generator's later draws do not depend on the fraction.
     use_pseudo_labels = float(torch.rand((), generator=ctx.generator)) < r.pseudo_label_fraction
     if use_pseudo_labels:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..training import class_weights, cosine, cross_entropy, run_epoch, sgd
-from .base import Recipe, register
+from .base import Recipe, one_of, register
 
 PRESETS = {
     "kaggle": {},
@@ -31,6 +31,8 @@ PRESETS = {
 
 @dataclass
 class FineTuneRecipe(Recipe):
+    limits = {"schedule": one_of("cosine", "constant")}
+
     # Organisers' Kaggle template / main.py::do_unlearning.
     epochs: int = 1
     lr: float = 1e-3
@@ -39,13 +41,6 @@ class FineTuneRecipe(Recipe):
     schedule: str = "cosine"           # "cosine" (T_max = epochs, stepped per epoch) or "constant"
     class_weighted: bool = False       # CE weighted 1/N_c by retain counts (not in any baseline; an option)
     retain_batch_size: int = 64        # 0 keeps the batches as given
-
-    def __post_init__(self):
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"finetune: schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        for key in ("epochs", "lr", "momentum", "weight_decay", "retain_batch_size"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"finetune: {key} must be >= 0, got {getattr(self, key)}")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "FineTuneRecipe":

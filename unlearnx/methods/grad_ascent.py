@@ -20,13 +20,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..training import cross_entropy, run_epoch, sgd
-from .base import Recipe, register
+from .base import Recipe, Rule, at_least, in_range, register
 
 
 @dataclass
 class GradAscentRecipe(Recipe):
     uncertain = ("the sources give only the update rule (alternate ascent on the forget CE and descent on the "
                  "retain CE); every number here was chosen by this project on the digits default")
+    limits = {
+        "rounds": at_least(1),
+        "forget_lr": at_least(0),      # 0 skips the ascent: the control run of the tests
+        "retain_lr": at_least(0),
+        "retain_momentum": in_range(0, 1, closed=(True, False)),
+        "max_grad_norm": at_least(0),
+        "forget_steps": at_least(0, "0 = a full pass"),
+        "retain_steps": at_least(0, "0 = a full pass"),
+        "loss_cap": Rule("> 0, 0 (off) or -1 (the validation CE)", lambda v: v >= 0 or v == -1, (-0.5, -2)),
+    }
 
     rounds: int = 4
     forget_lr: float = 0.3             # ascent, plain SGD (each step at most forget_lr * max_grad_norm)
@@ -39,25 +49,6 @@ class GradAscentRecipe(Recipe):
     retain_weight_decay: float = 5e-4
     retain_steps: int = 0              # retain batches per round (0: one full pass over the retain set)
     retain_batch_size: int = 64        # 0 keeps the batches as given
-
-    def __post_init__(self):
-        check_recipe(self)
-
-
-def check_recipe(r: GradAscentRecipe) -> None:
-    if r.rounds < 1:
-        raise ValueError(f"grad-ascent: rounds must be >= 1, got {r.rounds}")
-    for key in ("forget_lr", "retain_lr", "max_grad_norm", "retain_momentum", "retain_weight_decay"):
-        if getattr(r, key) < 0:
-            raise ValueError(f"grad-ascent: {key} must be >= 0, got {getattr(r, key)}")
-    for key in ("forget_steps", "retain_steps"):
-        if getattr(r, key) < 0:
-            raise ValueError(f"grad-ascent: {key} must be >= 0 (0 = a full pass), got {getattr(r, key)}")
-    for key in ("forget_batch_size", "retain_batch_size"):
-        if getattr(r, key) < 0:
-            raise ValueError(f"grad-ascent: {key} must be >= 0 (0 keeps the given batches), got {getattr(r, key)}")
-    if r.loss_cap < 0 and r.loss_cap != -1:
-        raise ValueError(f"grad-ascent: loss_cap must be > 0, 0 (off) or -1 (the validation CE), got {r.loss_cap}")
 
 
 def _at_least_fp32(t):

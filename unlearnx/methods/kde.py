@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..training import cosine, run_epoch, sgd
-from .base import Recipe, UnlearnContext, register
+from .base import Recipe, UnlearnContext, at_least, greater_than, register
 
 
 @dataclass
@@ -25,6 +25,9 @@ class KDERecipe(Recipe):
     uncertain = ("no T² factor and two same-direction KL terms follow the port (the organisers' paper says "
                  "'symmetric KL'); epochs/LRs are the port's; the final warm-up class subset is unknown "
                  "(warmup_classes); without a validation set the warm-up uses the retain set")
+    # warmup_classes is checked at run time: the valid indices depend on the number of classes.
+    # 0 epochs (either phase) skips it: e.g. the conv1/fc reset alone.
+    limits = {"warmup_epochs": at_least(0), "warmup_lr": greater_than(0), "epochs": at_least(0)}
 
     temperature: float = 5.0
     t_squared: bool = False              # multiply KL_T (and softCE_T) by T² as classic distillation does
@@ -71,8 +74,6 @@ class _OnlyClasses:
 
 
 def _kde(model: nn.Module, ctx: UnlearnContext, r: KDERecipe) -> None:
-    if not r.temperature > 0:
-        raise ValueError(f"kde: temperature must be > 0, got {r.temperature}")
     if any(float(c) != int(c) or not 0 <= int(c) < ctx.num_classes for c in r.warmup_classes):
         raise ValueError(f"kde: warmup_classes must be class indices in 0..{ctx.num_classes - 1}, "
                          f"got {r.warmup_classes}")

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from ..training import run_epoch, sgd
-from .base import Recipe, register
-from .random_label import check_common
+from .base import Recipe, at_least, register
 
 
 @dataclass
 class L1SparseRecipe(Recipe):
     uncertain = "alpha is a tuned flag in the source; 5e-4 is the value re-implementations commonly use"
+    limits = {"alpha": at_least(0), "no_l1_epochs": at_least(0)}
 
     # Unlearn-Sparse FT_prune on CIFAR-10: 10 epochs, lr 0.01, SGD momentum 0.9, wd 5e-4, batch 256.
     epochs: int = 10
@@ -30,12 +30,10 @@ class L1SparseRecipe(Recipe):
     alpha: float = 5e-4                # initial ℓ1 weight (uncertain)
     no_l1_epochs: int = 0              # final epochs without the ℓ1 term
 
-    def __post_init__(self):
-        check_common(self, "l1-sparse")
-        if self.alpha < 0:
-            raise ValueError(f"l1-sparse: alpha must be >= 0, got {self.alpha}")
-        if not 0 <= self.no_l1_epochs <= self.epochs:
-            raise ValueError(f"l1-sparse: no_l1_epochs must be in [0, epochs={self.epochs}], got {self.no_l1_epochs}")
+    def check(self):
+        if self.no_l1_epochs > self.epochs:
+            raise ValueError(f"{self.method_name}: no_l1_epochs must be <= epochs ({self.epochs}), "
+                             f"got {self.no_l1_epochs}")
 
 
 def alpha_schedule(alpha: float, epochs: int, no_l1_epochs: int = 0) -> list[float]:

@@ -20,13 +20,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..training import autocast_for, cross_entropy, run_epoch, sgd
-from .base import Recipe, UnlearnContext, register
+from .base import Recipe, UnlearnContext, at_least, in_range, register
 
 
 @dataclass
 class MSGRecipe(Recipe):
     uncertain = ("the write-up says 'globally unstructured' 30% but the port selects 30% per conv layer "
                  "(global_selection=True gives the global reading); retraining epochs/LR/wd are the port's values")
+    limits = {"reinit_fraction": in_range(0, 1), "subset_size": at_least(0, "0 = |D_f|"),
+              "kept_grad_scale": at_least(0), "epochs": at_least(0)}  # 0 epochs: re-initialise only
 
     reinit_fraction: float = 0.3         # share of each conv's weight entries re-drawn (write-up, port)
     global_selection: bool = False       # False: 30% per conv layer (port); True: 30% of all conv entries
@@ -37,6 +39,10 @@ class MSGRecipe(Recipe):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: Optional[int] = None  # None: (epochs + 1) // 2, the port's LinearAnnealingLR (3 of 5)
+
+    def check(self):
+        if self.warmup_epochs is not None and self.epochs > 0 and not 1 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"{self.method_name}: warmup_epochs must be in 1..{self.epochs}, got {self.warmup_epochs}")
 
 
 def kaiming_fan_out_std(weight: Tensor) -> float:
@@ -103,8 +109,6 @@ def warmup_linear_decay(epochs: int, warmup: int | None) -> list[float]:
 
 
 def _msg(model: nn.Module, ctx: UnlearnContext, r: MSGRecipe) -> None:
-    if not 0.0 <= r.reinit_fraction <= 1.0:
-        raise ValueError(f"msg: reinit_fraction must be in [0, 1], got {r.reinit_fraction}")
     collect_gradients(model, ctx, r.subset_size)
     masks = reinit_convs(model, r.reinit_fraction, ctx.ops.masked_reinit_, ctx.generator,
                          global_selection=r.global_selection)

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from ..training import run_epoch, sgd
 from .base import Recipe, register
-from .random_label import check_common
 
 
 @dataclass
@@ -25,9 +24,6 @@ class NegGradRecipe(Recipe):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     forget_batch_size: int = 256       # 0 keeps the batches as given
-
-    def __post_init__(self):
-        check_common(self, "neggrad")
 
 
 @register("neggrad", origin="baseline: gradient ascent (SalUn/Sparse code bases)",

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from ..training import run_epoch, sgd
-from .base import Recipe, register
-from .random_label import check_common
+from .base import Recipe, at_least, in_range, register
 
 
 @dataclass
 class NegGradPlusRecipe(Recipe):
     uncertain = ("momentum 0.9 and batch 256 follow Deep Unlearn (the SCRUB repo's small-scale setting uses plain "
                  "SGD and its own loaders); the weight of the L2-to-θ_0 term (5e-4, the usual wd) is not confirmed")
+    limits = {"alpha": in_range(0, 1), "l2_weight": at_least(0)}
 
     # alpha 0.95, 10 epochs, lr 0.01: SCRUB repo small-scale (ng_alpha, ng_epochs, ng_lr) and Deep Unlearn agree.
     alpha: float = 0.95
@@ -31,13 +31,6 @@ class NegGradPlusRecipe(Recipe):
     forget_batch_size: int = 256
     l2_weight: float = 5e-4            # "wd" in (wd/2)·‖θ − θ_0‖²
     weight_decay: float = 0.0          # plain decay in the optimiser; off because the θ_0 pull replaces it
-
-    def __post_init__(self):
-        check_common(self, "neggrad-plus")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"neggrad-plus: alpha must be in [0, 1], got {self.alpha}")
-        if self.l2_weight < 0:
-            raise ValueError(f"neggrad-plus: l2_weight must be >= 0, got {self.l2_weight}")
 
 
 class _RetainWithCycledForget:

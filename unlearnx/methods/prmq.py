@@ -20,13 +20,14 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from ..training import class_weights, run_epoch, sgd
-from .base import Recipe, UnlearnContext, register
+from .base import Recipe, UnlearnContext, at_least, in_range, register
 
 
 @dataclass
 class PRMQRecipe(Recipe):
     uncertain = ("class counts come from the retain set (the port's choice; the author 'assumed they can be "
                  "obtained directly'); whether the fp16 round trip was in the submission")
+    limits = {"prune_amount": in_range(0, 1), "epochs": at_least(0), "entropy_weight": at_least(0)}
 
     prune_amount: float = 0.99           # share of all conv/linear weights+biases pruned (global L1)
     epochs: float = 3.2                  # fine-tune length in retain epochs: int(len(retain)·epochs)+1 steps
@@ -86,8 +87,6 @@ def fp16_round_trip(model: nn.Module) -> None:
 
 
 def _prmq(model: nn.Module, ctx: UnlearnContext, r: PRMQRecipe) -> None:
-    if r.epochs < 0:
-        raise ValueError(f"prmq: epochs must be >= 0, got {r.epochs}")
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

@@ -33,24 +33,6 @@ class RandomLabelRecipe(Recipe):
     forget_batch_size: int = 256
     exclude_true_label: bool = False   # SalUn draws from all C classes, so a label may stay correct
 
-    def __post_init__(self):
-        check_common(self, "random-label")
-
-
-def check_common(r, method: str) -> None:
-    """The checks every RL-style recipe shares, with messages naming the setting."""
-    if r.epochs < 1:
-        raise ValueError(f"{method}: epochs must be >= 1, got {r.epochs}")
-    if not r.lr > 0:
-        raise ValueError(f"{method}: lr must be > 0, got {r.lr}")
-    if not 0 <= r.momentum < 1:
-        raise ValueError(f"{method}: momentum must be in [0, 1), got {r.momentum}")
-    if r.weight_decay < 0:
-        raise ValueError(f"{method}: weight_decay must be >= 0, got {r.weight_decay}")
-    for key in ("retain_batch_size", "forget_batch_size"):
-        if getattr(r, key, 0) < 0:
-            raise ValueError(f"{method}: {key} must be >= 0 (0 keeps the given batches), got {getattr(r, key)}")
-
 
 def random_labels(y: Tensor, num_classes: int, generator: torch.Generator, exclude_true: bool = False) -> Tensor:
     """Labels drawn uniformly from ``generator`` (on the CPU, so a seed gives the same draw on any device).

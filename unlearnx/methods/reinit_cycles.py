@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..training import run_epoch, sgd
-from .base import Recipe, register
+from .base import Recipe, at_least, each, one_of, register
 
 
 @dataclass
@@ -34,6 +34,16 @@ class ReinitCyclesRecipe(Recipe):
                  "started from) is assumed; re-init = reset_parameters(); BN layers kept out of the pool by "
                  "default; MSE on logits, not softmax; cosine restarted per cycle and stepped per epoch; a new "
                  "optimiser per cycle; input noise is in model-input units (Kaggle's inputs were raw 0-255 pixels)")
+    limits = {
+        "schedule": one_of("alg1", "alg2"),
+        "layers_per_cycle": at_least(0),
+        "input_noise_std": at_least(0),
+        "alg1_cycle_epochs": each(at_least(0), non_empty=True),
+        "alg1_lr": at_least(0),        # 0: only the re-initialisations change weights (a test's control)
+        "alg1_t_max": at_least(1),
+        "alg2_cycle_epochs": each(at_least(0), non_empty=True),
+        "alg2_epoch_lrs": each(at_least(0)),
+    }
 
     schedule: str = "alg1"             # "alg1" or "alg2" (both final submissions)
     layers_per_cycle: int = 6          # drawn with replacement
@@ -49,25 +59,11 @@ class ReinitCyclesRecipe(Recipe):
     alg2_cycle_epochs: tuple[int, ...] = (2, 1, 1, 1)
     alg2_epoch_lrs: tuple[float, ...] = (5e-4, 1e-3, 1e-3, 1e-3, 1e-3)
 
-    def __post_init__(self):
-        check_recipe(self)
-
-
-def check_recipe(r: ReinitCyclesRecipe) -> None:
-    if r.schedule not in ("alg1", "alg2"):
-        raise ValueError(f"reinit-cycles: schedule must be 'alg1' or 'alg2', got {r.schedule!r}")
-    cycles = r.alg1_cycle_epochs if r.schedule == "alg1" else r.alg2_cycle_epochs
-    if not cycles or any(e < 0 for e in cycles):
-        raise ValueError(f"reinit-cycles: {r.schedule}_cycle_epochs must be a non-empty list of epoch counts >= 0, "
-                         f"got {list(cycles)}")
-    if r.schedule == "alg2" and len(r.alg2_epoch_lrs) < sum(cycles):
-        raise ValueError(f"reinit-cycles: alg2_epoch_lrs has {len(r.alg2_epoch_lrs)} values for {sum(cycles)} "
-                         "epochs; give one learning rate per epoch")
-    for key in ("layers_per_cycle", "input_noise_std", "retain_batch_size", "momentum", "weight_decay"):
-        if getattr(r, key) < 0:
-            raise ValueError(f"reinit-cycles: {key} must be >= 0, got {getattr(r, key)}")
-    if r.alg1_t_max < 1:
-        raise ValueError(f"reinit-cycles: alg1_t_max must be >= 1 epoch, got {r.alg1_t_max}")
+    def check(self):
+        epochs = sum(self.alg2_cycle_epochs)
+        if self.schedule == "alg2" and len(self.alg2_epoch_lrs) < epochs:
+            raise ValueError(f"{self.method_name}: alg2_epoch_lrs has {len(self.alg2_epoch_lrs)} values for "
+                             f"{epochs} epochs; give one learning rate per epoch")
 
 
 def layer_pool(model: nn.Module, include_bn: bool = False) -> list[tuple[str, nn.Module]]:

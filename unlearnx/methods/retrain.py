@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..training import TrainRecipe, train_model
-from .base import Recipe, register
+from .base import Recipe, at_least, one_of, register
 
 
 @dataclass
@@ -25,6 +25,7 @@ class RetrainRecipe(Recipe):
 
     uncertain = ("the organisers keep the best-validation checkpoint from epoch 20 on (min_save_epoch=20); "
                  "with fewer epochs no epoch qualifies and the last one is kept")
+    limits = {"optimizer": one_of("sgd", "adam"), "retain_batch_size": at_least(1), "min_save_epoch": at_least(0)}
 
     optimizer: str = "adam"            # organisers' train_lib.py
     lr: float = 1e-4
@@ -35,16 +36,6 @@ class RetrainRecipe(Recipe):
     class_weighted: bool = True        # CE weight 1/N_c from the retain counts
     keep_best_validation: bool = True
     min_save_epoch: int = 20           # main.py: retrained checkpoints only from epoch 20
-
-    def __post_init__(self):
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"retrain: optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.epochs < 1 or self.retain_batch_size < 1:
-            raise ValueError(f"retrain: epochs and retain_batch_size must be >= 1, got {self.epochs}, "
-                             f"{self.retain_batch_size}")
-        for key in ("lr", "momentum", "weight_decay", "min_save_epoch"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"retrain: {key} must be >= 0, got {getattr(self, key)}")
 
     def train_recipe(self) -> TrainRecipe:
         values = dataclasses.asdict(self)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..training import cross_entropy, run_epoch, sgd
-from .base import Recipe, register
+from .base import Recipe, at_least, each, in_range, one_of, register
 
 
 @dataclass
@@ -30,6 +30,18 @@ class RNIRecipe(Recipe):
                  "are used); stage-1 scope: the port trains only the drawn tensors, the write-up says the whole "
                  "model; the port skips noise on tensors *selected* in any earlier epoch (skip_rule='selected'), "
                  "the write-up's wording suggests *noised* ('noised')")
+    limits = {
+        "fine_epochs": at_least(0),
+        "reset_epochs": at_least(0),
+        "layer_select": at_least(1),
+        "noise_ratio": in_range(0, 1),
+        "noise_std": at_least(0),
+        "skip_rule": one_of("selected", "noised"),
+        "lr": at_least(0),             # 0: only the noise changes stage-2 weights (a test's control)
+        "fine_lrs": each(at_least(0)),
+        "fine_momentum": in_range(0, 1, closed=(True, False)),
+        "fine_weight_decay": at_least(0),
+    }
 
     # Port (kgltop7.py) class constants and DefaultKGLTop7Config.
     epochs: int = 9
@@ -48,25 +60,13 @@ class RNIRecipe(Recipe):
     fine_weight_decay: float = 5e-4
     retain_batch_size: int = 64        # 0 keeps the batches as given
 
-    def __post_init__(self):
-        check_recipe(self)
-
-
-def check_recipe(r: RNIRecipe) -> None:
-    if r.epochs < 1 or not 0 <= r.fine_epochs <= r.epochs:
-        raise ValueError(f"rni: need epochs >= 1 and 0 <= fine_epochs <= epochs, got epochs={r.epochs}, "
-                         f"fine_epochs={r.fine_epochs}")
-    if len(r.fine_lrs) < r.fine_epochs:
-        raise ValueError(f"rni: fine_lrs has {len(r.fine_lrs)} values for fine_epochs={r.fine_epochs}; "
-                         "give one learning rate per fine epoch")
-    if r.layer_select < 1 or not 0.0 <= r.noise_ratio <= 1.0 or r.noise_std < 0:
-        raise ValueError(f"rni: need layer_select >= 1, 0 <= noise_ratio <= 1, noise_std >= 0 (got "
-                         f"{r.layer_select}, {r.noise_ratio}, {r.noise_std})")
-    if r.skip_rule not in ("selected", "noised"):
-        raise ValueError(f"rni: skip_rule must be 'selected' or 'noised', got {r.skip_rule!r}")
-    if r.retain_batch_size < 0:
-        raise ValueError(f"rni: retain_batch_size must be >= 0 (0 keeps the given batches), "
-                         f"got {r.retain_batch_size}")
+    def check(self):
+        if self.fine_epochs > self.epochs:
+            raise ValueError(f"{self.method_name}: fine_epochs must be <= epochs ({self.epochs}), "
+                             f"got {self.fine_epochs}")
+        if len(self.fine_lrs) < self.fine_epochs:
+            raise ValueError(f"{self.method_name}: fine_lrs has {len(self.fine_lrs)} values for "
+                             f"fine_epochs={self.fine_epochs}; give one learning rate per fine epoch")
 
 
 def pick(names: list[str], k: int, generator: torch.Generator) -> list[str]:

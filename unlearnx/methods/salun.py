@@ -18,25 +18,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..training import sgd
-from .base import register
-from .random_label import RandomLabelRecipe, check_common, rl_epochs
+from .base import in_range, register
+from .random_label import RandomLabelRecipe, rl_epochs
 
 
 @dataclass
 class SalUnRecipe(RandomLabelRecipe):
     uncertain = ("lr 0.013 is the repo's CIFAR-10 10% example (an older README showed 0.1; Deep Unlearn uses "
                  "0.01 without momentum); users report forget accuracy staying > 90% unless the LR is raised")
+    limits = {"threshold": in_range(0, 1, closed=(False, True))}  # the mask keeps at least one entry
 
     # Unlearn-Saliency CIFAR-10 10% example: 10 epochs, lr 0.013, bs 256, momentum 0.9, wd 5e-4, mask 0.5.
     epochs: int = 10
     lr: float = 0.013
     threshold: float = 0.5             # fraction of all parameter entries kept trainable (mask/with_0.5.pt)
     reset_masked: bool = True          # masked-out weights stay at θ_0 (repo's weight-decay fix)
-
-    def __post_init__(self):
-        check_common(self, "salun")
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"salun: threshold must be in (0, 1], got {self.threshold}")
 
 
 def saliency_mask(model: nn.Module, forget, threshold: float) -> dict[str, Tensor]:

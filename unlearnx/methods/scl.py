@@ -12,13 +12,17 @@ from dataclasses import dataclass
 import torch
 
 from ..training import cosine, cross_entropy, run_epoch, sgd
-from .base import Recipe, register
+from .base import Recipe, at_least, greater_than, register
 
 
 @dataclass
 class SCLRecipe(Recipe):
     uncertain = ("retain batch 256 comes from the Deep Unlearn port and the write-up's bs-256 remark; "
                  "the write-up's loss formulas were images, this is the loss the author says was submitted")
+    limits = {"kl_lr": greater_than(0), "reverse_weight": at_least(0), "forget_lr": greater_than(0),
+              "forget_eta_min": at_least(0), "retain_lr": greater_than(0),
+              "retain_batch_size": at_least(1),  # always re-batched: no 0 = "as given" here
+              "epochs": at_least(0)}             # 0 rounds: the stage-1 KL pass alone
 
     kl_lr: float = 0.005               # stage 1, one pass over the forget set
     reverse_weight: float = 0.0        # weight of KL(p‖u) in stage 1 (0.85 in scl-bikl)

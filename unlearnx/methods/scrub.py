@@ -19,13 +19,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..training import run_epoch, sgd
-from .base import Recipe, register
+from .base import Recipe, at_least, each, register
 
 
 @dataclass
 class ScrubRecipe(Recipe):
     uncertain = ("the large-scale notebook's values are for CIFAR-10 ResNets; Deep Unlearn's 'scrubv2' uses "
                  "gamma 1, alpha 0.5, T 2, msteps 3, 5 epochs, retain bs 32, forget bs 64 (set them with --set)")
+    limits = {"msteps": at_least(0), "gamma": at_least(0), "alpha": at_least(0), "lr_decay_rate": at_least(0),
+              "lr_decay_epochs": each(at_least(0))}
 
     # SCRUB repo, large_scale_unlearning.ipynb (ResNet, CIFAR-10).
     epochs: int = 3                    # sgda_epochs
@@ -41,22 +43,6 @@ class ScrubRecipe(Recipe):
     lr_decay_epochs: tuple[int, ...] = (3, 5, 9)
     lr_decay_rate: float = 0.1
     # The source's third term β·KD is 0 with its 'kd' setting, so it is not exposed.
-
-    def __post_init__(self):
-        name = "scrub"
-        if self.epochs < 1:
-            raise ValueError(f"{name}: epochs must be >= 1, got {self.epochs}")
-        if self.msteps < 0:
-            raise ValueError(f"{name}: msteps must be >= 0, got {self.msteps}")
-        if not self.lr > 0:
-            raise ValueError(f"{name}: lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"{name}: momentum must be in [0, 1), got {self.momentum}")
-        if not self.temperature > 0:
-            raise ValueError(f"{name}: temperature must be > 0, got {self.temperature}")
-        for key in ("weight_decay", "gamma", "alpha", "retain_batch_size", "forget_batch_size", "lr_decay_rate"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{name}: {key} must be >= 0, got {getattr(self, key)}")
 
 
 def lr_at(epoch: int, r: ScrubRecipe) -> float:
