@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import FORGET_HELP, UserError, _friendly, refuse_overwrite, resolve_device
+from .common import FORGET_HELP, UserError, _friendly, make_console, refuse_overwrite, resolve_device
 
 
 @click.command()
@@ -29,7 +29,6 @@ from .common import FORGET_HELP, UserError, _friendly, refuse_overwrite, resolve
 @_friendly
 def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, ingredients, quick, out, force, quiet):
     """Measure fused vs pure-PyTorch: op speed, and per method runtime and score."""
-    from rich.console import Console
 
     from unlearnx.bench.report import render, write_outputs
     from unlearnx.methods import METHODS
@@ -52,7 +51,7 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, ingr
             raise UserError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(sorted(METHODS))}")
     if quick:
         runs = max(runs, 4)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     result = {"machine": {**machine(), "device": str(dev), **{f"{k}_version": v for k, v in versions().items()}},
               "ops": [], "methods": []}
 
@@ -78,7 +77,7 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, ingr
         result["methods"] = add_speedups(rows)
         result["data"] = splits.summary()
 
-    render(result, Console())
+    render(result, make_console())
     if out is not None:
         for path in write_outputs(result, out):
             click.echo(f"wrote {path}")

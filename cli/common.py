@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -27,6 +28,16 @@ def _friendly(fn):
             raise UserError(str(exc)) from exc
 
     return wrapper
+
+
+def make_console(stderr: bool = False):
+    """A rich Console. Where the stream is no terminal (a log file, CI, a pipe) rich would assume 80
+    columns and cut every table column to a few letters, so it gets 160 unless COLUMNS says otherwise."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=160 if wide else None)
 
 
 def resolve_device(name: str):

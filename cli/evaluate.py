@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import FORGET_HELP, UserError, _friendly, refuse_overwrite, resolve_device
+from .common import FORGET_HELP, UserError, _friendly, make_console, refuse_overwrite, resolve_device
 
 
 @click.command()
@@ -31,7 +31,6 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     mean ± std of every metric and the competition score."""
     import dataclasses
 
-    from rich.console import Console
     from rich.table import Table
 
     from unlearnx import data as data_mod
@@ -48,7 +47,7 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     if out is not None:
         refuse_overwrite(out, force)
     dev = resolve_device(device)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     kind = data_mod.detect_source(data)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     with RichProgress(console, enabled=not quiet) as progress:
@@ -75,7 +74,7 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     for key in ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia", "seconds"):
         u, r = metrics["unlearned"][key], metrics["retrained"][key]
         table.add_row(key, f"{u['mean']:.4f} ± {u['std']:.4f}", f"{r['mean']:.4f} ± {r['std']:.4f}")
-    Console().print(table)
+    make_console().print(table)
     click.echo(f"forget quality F = {result['forget_quality']:.4f} (≈0.18 is the ceiling of a perfect unlearner "
                f"at N=512); score = {result['score']:.4f}; RTE = "
                f"{metrics['retrained']['seconds']['mean'] / metrics['unlearned']['seconds']['mean']:.1f}x")

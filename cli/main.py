@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 
-from .common import DATA_HELP, FORGET_HELP, _friendly, refuse_overwrite, resolve_device  # noqa: E402
+from .common import DATA_HELP, FORGET_HELP, _friendly, make_console, refuse_overwrite, resolve_device  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -56,7 +56,6 @@ def info():
 @click.option("--details", is_flag=True, help="Also print each recipe's defaults and what the sources leave uncertain.")
 def methods(details):
     """List the unlearning methods: name, origin, one-line description."""
-    from rich.console import Console
     from rich.table import Table
 
     from unlearnx.methods import METHODS
@@ -77,7 +76,7 @@ def methods(details):
                 text += f"\n[dim]uncertain: {recipe.uncertain}[/dim]"
             row.append(text)
         table.add_row(*row)
-    Console().print(table)
+    make_console().print(table)
 
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .common import make_console
+
 
 class RichProgress:
     """One bar per phase (``start``), advanced per step; disappears when the run ends."""
@@ -11,7 +13,7 @@ class RichProgress:
     def __init__(self, console: Console | None = None, enabled: bool = True):
         self.enabled = enabled
         self._bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TimeRemainingColumn(), console=console or Console(stderr=True),
+                             TimeElapsedColumn(), TimeRemainingColumn(), console=console or make_console(stderr=True),
                              transient=True, disable=not enabled)
         self._task = None
 

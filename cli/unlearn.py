@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import DATA_HELP, FORGET_HELP, _friendly, refuse_overwrite, resolve_device
+from .common import DATA_HELP, FORGET_HELP, _friendly, make_console, refuse_overwrite, resolve_device
 
 
 @click.command()
@@ -46,7 +46,6 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     import copy
     import dataclasses
 
-    from rich.console import Console
 
     from unlearnx import data as data_mod
     from unlearnx.api import seed_everything, splits_context
@@ -57,7 +56,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
 
     from .progress import RichProgress
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     # Validate everything cheap before any work.
     get_method(method)
     recipe = make_recipe(method, parse_overrides(sets), recipe_file)
@@ -114,5 +113,5 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     write_json_atomic(report, out / "report.json")
     export(report, out / "metrics.csv")
     export(report, out / "metrics.md")
-    render_unlearn_table(report, Console())
+    render_unlearn_table(report, make_console())
     click.echo(f"wrote {out / 'unlearned.pt'}, {out / 'report.json'} and metrics.csv/.md")

@@ -198,3 +198,27 @@ def test_all_mias_are_reported_by_name(folder, tmp_path):
     assert {"mia.loss_lr", "mia.entropy_lr", "mia.svc.confidence", "mia.svc.m_entropy"} <= set(mias)
     assert all(0.0 <= v <= 1.0 for v in mias.values())
     assert "mia.entropy_lr" in result.output and "lower (vs retrained)" in result.output
+
+
+def test_tables_are_not_cut_to_80_columns_in_logs(monkeypatch, capsys):
+    # Under pytest stdout is no terminal, as in CI logs or a pipe: rich would assume 80 columns and cut
+    # each column of the bench table to a letter or two ("met…").
+    from unlearnx.bench.report import render
+    from unlearnx.cli.common import make_console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    row = {"method": "reinit-cycles", "impl": "resident+fused+channels_last", "runs": 3, "seconds": 12.5,
+           "speedup": 1.25, "forget_accuracy": 0.9, "retain_accuracy": 0.95, "test_accuracy": 0.93, "mia": 0.5,
+           "score": 0.05, "rte": 4.0}
+    render({"methods": [row]}, make_console())
+    out = capsys.readouterr().out
+    assert "resident+fused+channels_last" in out and "forget_accuracy" in out and "…" not in out
+
+
+def test_columns_variable_still_sets_the_width(monkeypatch):
+    from unlearnx.cli.common import make_console
+
+    monkeypatch.setenv("COLUMNS", "100")
+    assert make_console().width == 100
+    monkeypatch.delenv("COLUMNS")
+    assert make_console().width == 160
