@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from .common import FORGET_HELP, UserError, _friendly, make_console, refuse_overwrite, resolve_device
+from .common import (FORGET_HELP, PRESET_CHOICES, PRESET_HELP, UserError, _friendly, make_console, refuse_overwrite,
+                     resolve_device, resolve_preset)
 
 
 @click.command()
@@ -19,6 +20,7 @@ from .common import FORGET_HELP, UserError, _friendly, make_console, refuse_over
               help="Runs per method and impl; with 3 or more, also the competition score against as many "
                    "cached retrained references (F is 0 by construction below 3; the competition used 512).")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True, help=PRESET_HELP)
 @click.option("--ingredients", is_flag=True, help="Also time the steps between the two paths (resident data, "
                                                    "channels_last, bf16) to show each one's share.")
 @click.option("--quick", is_flag=True, help="A few minutes on 2 CPU cores: digits, 4 runs, short op timings.")
@@ -27,9 +29,9 @@ from .common import FORGET_HELP, UserError, _friendly, make_console, refuse_over
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @click.option("--quiet", "-q", is_flag=True)
 @_friendly
-def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, ingredients, quick, out, force, quiet):
+def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, preset, ingredients, quick, out, force,
+          quiet):
     """Measure fused vs pure-PyTorch: op speed, and per method runtime and score."""
-
     from unlearnx.bench.report import render, write_outputs
     from unlearnx.methods import METHODS
     from unlearnx.report import machine, versions
@@ -67,14 +69,16 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, ingr
         from unlearnx.pipeline import default_train_recipe, original_model
 
         kind = data_mod.detect_source(data)
+        preset = resolve_preset(preset, kind)
         splits = data_mod.load(data, forget=forget_spec)
         with RichProgress(console, enabled=not quiet) as progress:
             original, arch, where = original_model(splits, kind, data, checkpoint=checkpoint, device=dev,
                                                    progress=progress)
             console.print(f"original model: {where}")
             rows = bench_methods(splits, original, arch, methods, runs=runs, device=dev, ingredients=ingredients,
-                                 train_recipe=default_train_recipe(splits), progress=progress)
+                                 train_recipe=default_train_recipe(splits), progress=progress, preset=preset)
         result["methods"] = add_speedups(rows)
+        result["preset"] = preset
         result["data"] = splits.summary()
 
     render(result, make_console())

@@ -55,6 +55,27 @@ def resolve_device(name: str):
 DATA_HELP = ("Data source: 'digits' (default, embedded), a competition folder, an ImageFolder tree, "
              "or cifar-10-batches-py.")
 FORGET_HELP = "Forget set for sources without one: a fraction (0.1), 'classes:0,3' or 'groups:15'."
+PRESET_HELP = ("Recipe starting point: 'published' (the sources' values), 'digits' (published with the changes "
+               "the small digits demo needs; `unlearnx methods --details` lists them) or 'auto' (digits on the "
+               "embedded digits, else published). --recipe and --set apply on top.")
+PRESET_CHOICES = ["auto", "published", "digits"]
+
+
+def resolve_preset(preset: str, source_kind: str) -> str:
+    from unlearnx.methods import preset_for
+
+    return preset_for(source_kind) if preset == "auto" else preset
+
+
+def describe_preset(method: str, preset: str) -> str | None:
+    """One line saying which published values the preset changed, or None when it changed none."""
+    from unlearnx.methods import preset_changes
+
+    changes = preset_changes(method, preset)
+    if not changes:
+        return None
+    listed = ", ".join(f"{k}={v}" for k, v in changes.items())
+    return f"recipe: {method}'s published values with the {preset} preset's changes: {listed} (--preset published: none)"
 
 
 def refuse_overwrite(out: Path, force: bool) -> None:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from .common import FORGET_HELP, UserError, _friendly, make_console, refuse_overwrite, resolve_device
+from .common import (FORGET_HELP, PRESET_CHOICES, PRESET_HELP, UserError, _friendly, describe_preset, make_console,
+                     refuse_overwrite, resolve_device, resolve_preset)
 
 
 @click.command()
@@ -20,12 +21,13 @@ from .common import FORGET_HELP, UserError, _friendly, make_console, refuse_over
 @click.option("--seed", default=0, show_default=True, help="Run i uses seed SEED + i.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value.")
+@click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True, help=PRESET_HELP)
 @click.option("--fused/--no-fused", default=True, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the JSON report here.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @click.option("--quiet", "-q", is_flag=True)
 @_friendly
-def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed, device, sets, fused, out, force,
+def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed, device, sets, preset, fused, out, force,
              quiet):
     """Score METHOD with N unlearned runs against N retrained references (both cached on disk, resumable):
     mean ± std of every metric and the competition score."""
@@ -41,14 +43,18 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
 
     from .progress import RichProgress
 
-    recipe = make_recipe(method, parse_overrides(sets))
-    if runs < 2:
-        raise UserError("--runs must be at least 2 (the score compares run distributions)")
+    kind = data_mod.detect_source(data)
+    preset = resolve_preset(preset, kind)
+    recipe = make_recipe(method, parse_overrides(sets), preset=preset)
+    if runs < 3:
+        # With N = 2 the metric's largest epsilon is ceil(ln(N - 1)) = 0, so F would be 0 whatever the method.
+        raise UserError("--runs must be at least 3 (with 2 runs the forget quality F is 0 by construction)")
     if out is not None:
         refuse_overwrite(out, force)
     dev = resolve_device(device)
     console = make_console(stderr=True)
-    kind = data_mod.detect_source(data)
+    if note := describe_preset(method, preset):
+        console.print(note)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     with RichProgress(console, enabled=not quiet) as progress:
         original, arch, where = original_model(splits, kind, data, checkpoint=checkpoint, arch=arch, device=dev,
@@ -64,7 +70,7 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
         metrics[name] = {k: mean_std(getattr(runset, k)) for k in
                          ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia", "seconds")}
     report = new_report(seed=seed, data={**splits.summary(), "split_seed": split_seed}, method=method,
-                        impl="fused" if fused else "pytorch", recipe=dataclasses.asdict(recipe), arch=arch,
+                        impl="fused" if fused else "pytorch", preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
                         original_checkpoint=where, runs=runs, score=result, metrics=metrics,
                         mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe))
     table = Table(title=f"{method}: {runs} unlearned runs vs {runs} retrained references")

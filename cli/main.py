@@ -53,7 +53,8 @@ def info():
 
 
 @main.command()
-@click.option("--details", is_flag=True, help="Also print each recipe's defaults and what the sources leave uncertain.")
+@click.option("--details", is_flag=True, help="Also print each recipe's defaults, the digits preset's changes and what "
+                                             "the sources leave uncertain.")
 def methods(details):
     """List the unlearning methods: name, origin, one-line description."""
     from rich.table import Table
@@ -72,13 +73,13 @@ def methods(details):
         if details:
             recipe = info.default_recipe()
             text = ", ".join(f"{k}={v}" for k, v in recipe.as_dict().items())
+            if recipe.digits_demo:
+                text += "\n[cyan]digits preset: " + ", ".join(f"{k}={v}" for k, v in recipe.digits_demo.items()) + "[/cyan]"
             if recipe.uncertain:
                 text += f"\n[dim]uncertain: {recipe.uncertain}[/dim]"
             row.append(text)
         table.add_row(*row)
     make_console().print(table)
-
-
 
 
 @main.command()

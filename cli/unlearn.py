@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from .common import DATA_HELP, FORGET_HELP, _friendly, make_console, refuse_overwrite, resolve_device
+from .common import (DATA_HELP, FORGET_HELP, PRESET_CHOICES, PRESET_HELP, _friendly, describe_preset, make_console,
+                     refuse_overwrite, resolve_device, resolve_preset)
 
 
 @click.command()
@@ -22,6 +23,7 @@ from .common import DATA_HELP, FORGET_HELP, _friendly, make_console, refuse_over
 @click.option("--seed", type=int, default=None, help="Fix every random draw (default: a fresh random run).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. --set epochs=4.")
+@click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True, help=PRESET_HELP)
 @click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), default=None,
               help="Recipe overrides from a JSON or TOML file (--set wins).")
 @click.option("--batch-size", default=64, show_default=True, help="Harness batch size of the three loaders.")
@@ -36,7 +38,7 @@ from .common import DATA_HELP, FORGET_HELP, _friendly, make_console, refuse_over
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_friendly
-def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, device, sets, recipe_file,
+def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, device, sets, preset, recipe_file,
             batch_size, export_format, fused, reference, mia_mode, force, quiet):
     """Unlearn the forget set from the original model with METHOD; write unlearned.pt, report.json and the
     metrics table as metrics.csv and metrics.md.
@@ -45,7 +47,6 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     """
     import copy
     import dataclasses
-
 
     from unlearnx import data as data_mod
     from unlearnx.api import seed_everything, splits_context
@@ -59,17 +60,20 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     console = make_console(stderr=True)
     # Validate everything cheap before any work.
     get_method(method)
-    recipe = make_recipe(method, parse_overrides(sets), recipe_file)
+    kind = data_mod.detect_source(data)
+    preset = resolve_preset(preset, kind)
+    recipe = make_recipe(method, parse_overrides(sets), recipe_file, preset)
     out = out or Path("runs") / method
     refuse_overwrite(out, force)
     dev = resolve_device(device)
     watch = Stopwatch()
 
     with watch("load data"):
-        kind = data_mod.detect_source(data)
         splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     train_recipe = default_train_recipe(splits)
 
+    if note := describe_preset(method, preset):
+        console.print(note)
     with RichProgress(console, enabled=not quiet) as progress:
         with watch("original"):
             original, arch, original_source = original_model(splits, kind, data, checkpoint=checkpoint, arch=arch,
@@ -96,7 +100,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     with watch("evaluate"):
         report = new_report(
             seed=seed, data={**splits.summary(), "split_seed": split_seed}, method=method,
-            impl="fused" if fused else "pytorch", recipe=dataclasses.asdict(recipe), arch=arch,
+            impl="fused" if fused else "pytorch", preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
             original_checkpoint=original_source, device=str(dev), mia_name="mia.loss_lr",
             seconds=watch.timings["unlearn"],
             original=measure(original, splits, dev, all_mias), unlearned=measure(model, splits, dev, all_mias))

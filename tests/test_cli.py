@@ -53,6 +53,7 @@ def test_unlearn_on_competition_folder_writes_loadable_outputs(folder, tmp_path)
                 "unlearned"):
         assert key in report, key
     assert report["method"] == "scl" and report["seed"] == 0 and report["recipe"]["epochs"] == 1
+    assert report["preset"] == "published"  # auto: only the embedded digits get the digits preset
     assert "retrained" not in report  # no reference unless asked for on non-default data
     # The competition layout has no test split: validation is the held-out split.
     assert set(report["unlearned"]) == {"retain", "forget", "validation", "mia"}

@@ -206,3 +206,51 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, monkeypatch):
     assert result.exit_code == 2, result.output
     assert result.output.strip() == "Error: scl: retain_lr must be > 0, got -1.0"
     assert not out.exists()
+
+
+# --- presets -------------------------------------------------------------------------------------------------
+
+def test_presets_name_their_source_kind():
+    from unlearnx.methods import preset_for
+
+    assert preset_for("digits") == "digits"
+    for kind in ("competition", "imagefolder", "cifar-pickle", None):
+        assert preset_for(kind) == "published"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_digits_preset_changes_exactly_its_declared_fields(name):
+    from unlearnx.methods import preset_changes
+
+    published = make_recipe(name).as_dict()
+    digits = make_recipe(name, preset="digits").as_dict()
+    changes = preset_changes(name, "digits")
+    assert preset_changes(name, "published") == {}
+    changed = {k for k in published if published[k] != digits[k]}
+    assert changed == set(changes), f"{name}: the digits preset must change only (and all of) {sorted(changes)}"
+    # Every change respects the recipe's rules (built through the same validation) and is not a no-op.
+    for key, value in changes.items():
+        assert published[key] != digits[key], f"{name}: digits preset sets {key} to its published value"
+
+
+def test_overrides_apply_on_top_of_the_preset():
+    from unlearnx.methods import preset_changes
+
+    name = next(n for n in ALL if preset_changes(n, "digits"))
+    key = next(iter(preset_changes(name, "digits")))
+    field_type = type(getattr(make_recipe(name), key))
+    assert make_recipe(name, {}, preset="digits").as_dict()[key] == preset_changes(name, "digits")[key]
+    published = make_recipe(name).as_dict()[key]
+    assert make_recipe(name, {key: published}, preset="digits").as_dict()[key] == field_type(published)
+
+
+def test_unknown_preset_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown recipe preset 'cifar'; available: published, digits"):
+        make_recipe("scl", preset="cifar")
+
+
+def test_retrain_on_digits_trains_like_the_cached_reference():
+    # The digits preset of `retrain` is the reference model's own recipe, so the two are comparable.
+    from unlearnx.training import TrainRecipe
+
+    assert make_recipe("retrain", preset="digits").train_recipe() == TrainRecipe.preset("digits")

@@ -58,9 +58,10 @@ def notebook_loaders(splits: Splits, batch_size: int):
 
 def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods: list[str], *, runs: int = 1,
                   device=torch.device("cpu"), ingredients: bool = False, train_recipe=None, progress=None,
-                  batch_size: int = 64, base_seed: int = 0) -> list[dict]:
+                  batch_size: int = 64, base_seed: int = 0, preset: str = "published") -> list[dict]:
     """One row per (method, impl): mean seconds per run, accuracies, MIA; with ``runs >= 3`` also the
-    competition score against ``runs`` cached retrained references and RTE (from 3 runs; see below)."""
+    competition score against ``runs`` cached retrained references and RTE (from 3 runs; see below).
+    Recipes start from ``preset`` (see :func:`unlearnx.methods.make_recipe`)."""
     progress = progress or NullProgress()
     for name in methods:
         get_method(name)  # unknown names fail before any work
@@ -72,7 +73,7 @@ def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods:
     loader = notebook_loaders(splits, batch_size)
     rows = []
     for name in methods:
-        recipe = make_recipe(name)
+        recipe = make_recipe(name, preset=preset)
         for impl in impl_ladder(device, ingredients):
             fused, resident, channels_last, bf16 = IMPLS[impl]
             amp = torch.bfloat16 if bf16 and device.type == "cuda" else None

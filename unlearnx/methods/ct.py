@@ -38,6 +38,9 @@ class CTRecipe(Recipe):
     limits = {"pseudo_label_fraction": in_range(0, 1), "probe_epochs": at_least(0), "scratch_epochs": at_least(0),
               "scratch_lr": greater_than(0), "epochs": at_least(0)}  # 0 epochs: the kernel transpose alone
 
+    # Digits preset: 10x the LR and twice the epochs, for ~20 instead of ~370 steps an epoch.
+    digits_demo = {"epochs": 6, "lr": 0.01}
+
     epochs: int = 3
     lr: float = 1e-3
     momentum: float = 0.9

@@ -29,6 +29,10 @@ class KDERecipe(Recipe):
     # 0 epochs (either phase) skips it: e.g. the conv1/fc reset alone.
     limits = {"warmup_epochs": at_least(0), "warmup_lr": greater_than(0), "epochs": at_least(0)}
 
+    # Digits preset: 20x the LR and twice the epochs: at 1e-3 the ~60 steps after the warm-up cannot recover the re-
+    # initialised layers.
+    digits_demo = {"lr": 0.02, "epochs": 6}
+
     temperature: float = 5.0
     t_squared: bool = False              # multiply KL_T (and softCE_T) by T² as classic distillation does
     warmup_epochs: int = 3               # KL_T on validation inputs

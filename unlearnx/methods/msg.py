@@ -30,6 +30,10 @@ class MSGRecipe(Recipe):
     limits = {"reinit_fraction": in_range(0, 1), "subset_size": at_least(0, "0 = |D_f|"),
               "kept_grad_scale": at_least(0), "epochs": at_least(0)}  # 0 epochs: re-initialise only
 
+    # Digits preset: 10x the LR: 30% of every conv is re-drawn and the published LR cannot recover it in ~20 steps
+    # an epoch.
+    digits_demo = {"lr": 0.01}
+
     reinit_fraction: float = 0.3         # share of each conv's weight entries re-drawn (write-up, port)
     global_selection: bool = False       # False: 30% per conv layer (port); True: 30% of all conv entries
     subset_size: int = 0                 # retain examples for G; 0 = |D_f| (write-up: fresh subset per run)

@@ -29,6 +29,10 @@ class PRMQRecipe(Recipe):
                  "obtained directly'); whether the fp16 round trip was in the submission")
     limits = {"prune_amount": in_range(0, 1), "epochs": at_least(0), "entropy_weight": at_least(0)}
 
+    # Digits preset: 5x the epochs and 4x the LR: 99% of the weights are pruned, and 3.2 digits epochs are ~60
+    # steps.
+    digits_demo = {"epochs": 16.0, "lr": 0.002}
+
     prune_amount: float = 0.99           # share of all conv/linear weights+biases pruned (global L1)
     epochs: float = 3.2                  # fine-tune length in retain epochs: int(len(retain)·epochs)+1 steps
     lr: float = 5e-4                     # SGD, no scheduler

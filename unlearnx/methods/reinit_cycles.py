@@ -45,6 +45,10 @@ class ReinitCyclesRecipe(Recipe):
         "alg2_epoch_lrs": each(at_least(0)),
     }
 
+    # Digits preset: 4x the cycle epochs (and T_max) and 3x the LR: each cycle re-initialises layers that need more
+    # steps than a digits epoch has.
+    digits_demo = {"alg1_cycle_epochs": (4, 8, 8), "alg1_t_max": 8, "alg1_lr": 0.003}
+
     schedule: str = "alg1"             # "alg1" or "alg2" (both final submissions)
     layers_per_cycle: int = 6          # drawn with replacement
     include_bn: bool = False           # also put BatchNorm2d layers in the pool

@@ -44,6 +44,10 @@ class RNIRecipe(Recipe):
     }
 
     # Port (kgltop7.py) class constants and DefaultKGLTop7Config.
+    # Digits preset: 10x every LR (schedule shape kept): the published LRs move the re-initialised layers too little
+    # in ~20 steps an epoch.
+    digits_demo = {"lr": 0.002, "fine_lrs": (0.002, 0.002, 0.002, 0.01, 0.01, 0.001)}
+
     epochs: int = 9
     fine_epochs: int = 4               # the last 4 epochs: stage 3
     reset_epochs: int = 1              # stage-2 epochs without noise after the FC reset
