@@ -111,5 +111,6 @@ def _grad_ascent(model: nn.Module, ctx, r: GradAscentRecipe) -> None:
 
 
 register("grad-ascent", origin="this project's seed method",
-         summary="alternating rounds: ascent on forget CE (capped at the validation CE, clipped), descent on retain",
+         summary="alternating rounds: ascent on forget CE (capped at the validation CE, log C without one; "
+                 "clipped), descent on retain",
          recipe=GradAscentRecipe)(_grad_ascent)

@@ -138,7 +138,7 @@ def _msg(model: nn.Module, ctx: UnlearnContext, r: MSGRecipe) -> None:
                   description=f"msg: retrain {epoch + 1}/{r.epochs}", before_step=scale_kept_gradients)
 
 
-register("msg", origin="2nd place, [kookmin Univ] (NeurIPS 2023)",
+register("msg", origin="2nd place, kookmin Univ (NeurIPS 2023)",  # no brackets: rich reads [..] as markup
          summary="re-init 30% of conv weights with the smallest |grad_retain - grad_forget|, "
                  "retrain 5 epochs with 0.1x LR on kept weights (warm-up + linear decay)",
          recipe=MSGRecipe)(_msg)
