@@ -53,7 +53,15 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
             raise UserError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(sorted(METHODS))}")
     if quick:
         runs = max(runs, 4)
+    if runs < 1:
+        raise UserError(f"--runs must be at least 1, got {runs}")
     console = make_console(stderr=True)
+    if methods:  # load (and so check) the data before the op timings, so a bad --data fails at once
+        from unlearnx import data as data_mod
+
+        kind = data_mod.detect_source(data)
+        preset = resolve_preset(preset, kind)
+        splits = data_mod.load(data, forget=forget_spec)
     result = {"machine": {**machine(), "device": str(dev), **{f"{k}_version": v for k, v in versions().items()}},
               "ops": [], "methods": []}
 
@@ -64,13 +72,9 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
         result["ops"] = bench_ops(device=dev.type, quick=quick)
 
     if methods:
-        from unlearnx import data as data_mod
         from unlearnx.bench.methods import add_speedups, bench_methods
         from unlearnx.pipeline import default_train_recipe, original_model
 
-        kind = data_mod.detect_source(data)
-        preset = resolve_preset(preset, kind)
-        splits = data_mod.load(data, forget=forget_spec)
         with RichProgress(console, enabled=not quiet) as progress:
             original, arch, where = original_model(splits, kind, data, checkpoint=checkpoint, device=dev,
                                                    progress=progress)

@@ -78,7 +78,17 @@ def describe_preset(method: str, preset: str) -> str | None:
     return f"recipe: {method}'s published values with the {preset} preset's changes: {listed} (--preset published: none)"
 
 
-def refuse_overwrite(out: Path, force: bool) -> None:
-    """Checked before any work: an existing output file, or non-empty output folder, needs --force."""
+def refuse_overwrite(out: Path, force: bool, folder: bool = False) -> None:
+    """Checked before any work: an existing output file, or non-empty output folder, needs --force.
+    ``folder``: ``out`` must be a folder, so an existing file there is an error even with --force."""
+    if folder and out.is_file():
+        raise UserError(f"--out {out} is a file; it must be a folder (the run writes several files into it)")
     if out.exists() and not force and (out.is_file() or any(out.iterdir())):
         raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+
+
+def remove_stale_outputs(out: Path, names) -> None:
+    """With --force into an earlier run's folder: delete that run's outputs this run will not replace, so
+    the folder never mixes two runs (e.g. an old model.pt2 beside a new report). Other files stay."""
+    for name in names:
+        (out / name).unlink(missing_ok=True)

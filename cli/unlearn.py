@@ -6,7 +6,10 @@ from pathlib import Path
 import click
 
 from .common import (DATA_HELP, FORGET_HELP, PRESET_CHOICES, PRESET_HELP, _friendly, describe_preset, make_console,
-                     refuse_overwrite, resolve_device, resolve_preset)
+                     refuse_overwrite, remove_stale_outputs, resolve_device, resolve_preset)
+
+# Every file a run may write into --out (the export only when asked for).
+OUTPUT_FILES = ("unlearned.pt", "report.json", "metrics.csv", "metrics.md", "model.pt2", "model.ts")
 
 
 @click.command()
@@ -46,6 +49,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     With no --data it uses scikit-learn's bundled digits and trains (and caches) the original model first.
     """
     import copy
+    import os
     import dataclasses
 
     from unlearnx import data as data_mod
@@ -64,7 +68,10 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     preset = resolve_preset(preset, kind)
     recipe = make_recipe(method, parse_overrides(sets), recipe_file, preset)
     out = out or Path("runs") / method
-    refuse_overwrite(out, force)
+    refuse_overwrite(out, force, folder=True)
+    seed_drawn = seed is None
+    if seed_drawn:  # draw one and record it, so a run worth keeping can be repeated with --seed
+        seed = int.from_bytes(os.urandom(4), "little") >> 1
     dev = resolve_device(device)
     watch = Stopwatch()
 
@@ -99,7 +106,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     all_mias = mia_mode == "all"
     with watch("evaluate"):
         report = new_report(
-            seed=seed, data={**splits.summary(), "split_seed": split_seed}, method=method,
+            seed=seed, seed_drawn=seed_drawn, data={**splits.summary(), "split_seed": split_seed}, method=method,
             impl="fused" if fused else "pytorch", preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
             original_checkpoint=original_source, device=str(dev), mia_name="mia.loss_lr",
             seconds=watch.timings["unlearn"],
@@ -109,13 +116,16 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     report["timings"] = dict(watch.timings)
 
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_outputs(out, OUTPUT_FILES)
+    written = ["unlearned.pt", "report.json", "metrics.csv", "metrics.md"]
     save_state_dict(model, out / "unlearned.pt")
     if export_format:
         from unlearnx.export import export_model
 
         report["export"] = str(export_model(model, export_format, out, splits.input_shape))
+        written.append(Path(report["export"]).name)
     write_json_atomic(report, out / "report.json")
     export(report, out / "metrics.csv")
     export(report, out / "metrics.md")
     render_unlearn_table(report, make_console())
-    click.echo(f"wrote {out / 'unlearned.pt'}, {out / 'report.json'} and metrics.csv/.md")
+    click.echo(f"wrote {', '.join(written)} in {out}")

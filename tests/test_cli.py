@@ -223,3 +223,84 @@ def test_columns_variable_still_sets_the_width(monkeypatch):
     assert make_console().width == 100
     monkeypatch.delenv("COLUMNS")
     assert make_console().width == 160
+
+
+def test_force_replaces_an_earlier_run_without_mixing_outputs(folder, tmp_path):
+    out = tmp_path / "run"
+    first = run("unlearn", "--method", "finetune", "--data", folder, "--out", out, "--seed", 1, "-q",
+                "--export", "torchscript")
+    assert first.exit_code == 0, first.output
+    assert (out / "model.ts").exists()
+    (out / "notes.txt").write_text("mine")
+    second = run("unlearn", "--method", "finetune", "--data", folder, "--out", out, "--seed", 2, "-q", "--force")
+    assert second.exit_code == 0, second.output
+    # The first run's export must not sit beside the second run's report; the user's own file stays.
+    assert not (out / "model.ts").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "report.json").read_text())["seed"] == 2
+
+
+def test_unseeded_run_records_the_seed_it_drew_and_repeats_with_it(folder, tmp_path):
+    first = run("unlearn", "--method", "finetune", "--data", folder, "--out", tmp_path / "a", "-q")
+    assert first.exit_code == 0, first.output
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["seed_drawn"] is True and isinstance(report["seed"], int)
+    again = run("unlearn", "--method", "finetune", "--data", folder, "--out", tmp_path / "b", "-q",
+                "--seed", report["seed"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["seed_drawn"] is False
+    a = torch.load(tmp_path / "a" / "unlearned.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "unlearned.pt", weights_only=True)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(folder, tmp_path):
+    target = tmp_path / "afile.txt"
+    target.write_text("keep")
+    result = run("unlearn", "--data", folder, "--out", target, "--force", "-q")
+    assert result.exit_code == 2
+    assert "is a file; it must be a folder" in result.output and target.read_text() == "keep"
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("r.yaml", "epochs: 1", "use a .json or .toml file"),
+    ("bad.json", "{epochs: 1}", "bad.json is not valid JSON"),
+    ("list.json", "[1, 2]", "must hold a table of settings"),
+])
+def test_bad_recipe_files_are_named_in_the_error(folder, tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    result = run("unlearn", "--data", folder, "--recipe", path, "--out", tmp_path / "o", "-q")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x80\x02garbage that is no checkpoint", "is not a PyTorch checkpoint"),
+    (None, "holds Python objects besides tensors"),
+])
+def test_unreadable_checkpoints_are_one_line_errors(folder, tmp_path, content, message):
+    path = tmp_path / "model.pth"
+    if content is None:
+        torch.save({"model": build_model("resnet18", 10)}, path)  # a pickled module, not a state_dict
+    else:
+        path.write_bytes(content)
+    result = run("unlearn", "--data", folder, "--checkpoint", path, "--out", tmp_path / "o", "-q")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "weights_only` set to `False`" not in result.output
+
+
+def test_bench_checks_runs_and_data_before_timing_anything(tmp_path):
+    result = run("bench", "--runs", 0, "-q")
+    assert result.exit_code == 2 and "--runs must be at least 1" in result.output
+    result = run("bench", "--data", tmp_path / "nope", "-q")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert "timing the fused ops" not in result.output
+
+
+def test_progress_is_plain_lines_where_there_is_no_terminal(folder, tmp_path):
+    # CliRunner's streams are no terminal, like a log file: phases must still be reported as they start.
+    result = run("unlearn", "--method", "finetune", "--data", folder, "--out", tmp_path / "o", "--seed", 0)
+    assert result.exit_code == 0, result.output
+    assert "s] finetune" in result.output

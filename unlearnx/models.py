@@ -88,8 +88,15 @@ def load_checkpoint(path, arch: str | None, num_classes: int, in_channels: int =
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors are long; say what matters
-        raise ValueError(f"{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # torch's messages run to many lines and advise weights_only=False: say what matters
+        text = str(exc)
+        if "Unsupported global" in text:  # a pickled model or optimizer object rather than a state_dict
+            raise ValueError(f"{path}: holds Python objects besides tensors, and checkpoints are loaded with "
+                             "weights_only=True for safety; save model.state_dict() instead") from None
+        first_line = text.strip().splitlines()[0] if text.strip() else ""
+        informative = len(first_line) > 20 and "Weights only load failed" not in first_line
+        reason = first_line if informative else "unreadable contents"
+        raise ValueError(f"{path}: is not a PyTorch checkpoint ({reason})") from None
     state = _unwrap_state_dict(obj, path)
     found = infer_arch(state)
     if arch is None:
@@ -100,8 +107,9 @@ def load_checkpoint(path, arch: str | None, num_classes: int, in_channels: int =
     expected = model.state_dict()
     if set(state) != set(expected):
         what = f"a {found!r} model" if found else "another architecture"
-        missing = sorted(set(expected) - set(state))[:3]
-        raise ValueError(f"{path}: checkpoint is for {what}, not {arch!r} (e.g. missing {missing})")
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        detail = (f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}")
+        raise ValueError(f"{path}: checkpoint is for {what}, not {arch!r} ({detail}{', ...' if len(missing or unexpected) > 3 else ''})")
     for name, tensor in state.items():
         if tensor.shape != expected[name].shape:
             if name == "fc.weight":

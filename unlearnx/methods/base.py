@@ -270,16 +270,30 @@ def make_recipe(name: str, overrides: dict[str, Any] | None = None, recipe_file=
     values: dict[str, Any] = preset_changes(name, preset)
     if recipe_file is not None:
         path = Path(recipe_file)
-        if not path.exists():
-            raise FileNotFoundError(f"recipe file {path} does not exist")
+        values.update(read_recipe_file(path))
+    values.update(overrides or {})
+    return apply_overrides(recipe, values, name)
+
+
+def read_recipe_file(path: Path) -> dict[str, Any]:
+    """{setting: value} from a .json or .toml file, with errors that name the file."""
+    if not path.exists():
+        raise FileNotFoundError(f"recipe file {path} does not exist")
+    if path.suffix not in (".json", ".toml"):
+        raise ValueError(f"recipe file {path}: use a .json or .toml file, not {path.suffix or 'no extension'}")
+    try:
         if path.suffix == ".toml":
             import tomllib
 
-            values.update(tomllib.loads(path.read_text()))
+            values = tomllib.loads(path.read_text())
         else:
-            values.update(json.loads(path.read_text()))
-    values.update(overrides or {})
-    return apply_overrides(recipe, values, name)
+            values = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise ValueError(f"recipe file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"recipe file {path} must hold a table of settings (e.g. {{\"epochs\": 4}}), "
+                         f"not a {type(values).__name__}")
+    return values
 
 
 def apply_overrides(recipe, values: dict[str, Any], what: str):
