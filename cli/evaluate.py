@@ -87,3 +87,5 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     if out is not None:
         write_json_atomic(report, out)
         click.echo(f"wrote {out}")
+    else:  # the runs are cached, so asking again with --out is quick
+        click.echo("not saved: run the same command with --out FILE.json to write the report (runs are cached)")

@@ -38,6 +38,9 @@ def info():
     for key, value in machine().items():
         click.echo(f"  {key:<14} {value}")
     click.echo(f"  cuda available {torch.cuda.is_available()}")
+    from unlearnx.pipeline import cache_root
+
+    click.echo(f"cache: {cache_root()} (trained models, decoded images; set UNLEARNX_CACHE to move it)")
     click.echo("native ops:")
     click.echo(f"  fused available {ops.fused_available()}")
     for backend, built in ops.backends().items():

@@ -39,6 +39,7 @@ def test_info_reports_backends():
     result = run("info")
     assert result.exit_code == 0
     assert "fused available" in result.output and "torch" in result.output
+    assert "cache:" in result.output and "UNLEARNX_CACHE" in result.output
 
 
 def test_unlearn_on_competition_folder_writes_loadable_outputs(folder, tmp_path):
