@@ -76,7 +76,7 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
         from unlearnx.pipeline import default_train_recipe, original_model
 
         with RichProgress(console, enabled=not quiet) as progress:
-            original, arch, where = original_model(splits, kind, data, checkpoint=checkpoint, device=dev,
+            original, arch, where = original_model(splits, checkpoint=checkpoint, device=dev,
                                                    progress=progress)
             console.print(f"original model: {where}")
             rows = bench_methods(splits, original, arch, methods, runs=runs, device=dev, ingredients=ingredients,

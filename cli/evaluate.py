@@ -57,7 +57,7 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
         console.print(note)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     with RichProgress(console, enabled=not quiet) as progress:
-        original, arch, where = original_model(splits, kind, data, checkpoint=checkpoint, arch=arch, device=dev,
+        original, arch, where = original_model(splits, checkpoint=checkpoint, arch=arch, device=dev,
                                                progress=progress)
         console.print(f"original model: {where}")
         train_recipe = default_train_recipe(splits)

@@ -83,7 +83,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
         console.print(note)
     with RichProgress(console, enabled=not quiet) as progress:
         with watch("original"):
-            original, arch, original_source = original_model(splits, kind, data, checkpoint=checkpoint, arch=arch,
+            original, arch, original_source = original_model(splits, checkpoint=checkpoint, arch=arch,
                                                              device=dev, progress=progress)
         console.print(f"original model: {original_source}")
 

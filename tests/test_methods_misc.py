@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 import unlearnx
 from unlearnx import data

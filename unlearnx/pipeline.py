@@ -137,7 +137,7 @@ __all__ = ["cache_root", "default_train_recipe", "train_from_scratch", "cached_m
            "evaluation_batches", "Stopwatch", "NullProgress"]
 
 
-def original_model(splits: Splits, kind: str, data, *, checkpoint=None, arch: str | None = None, device="cpu",
+def original_model(splits: Splits, *, checkpoint=None, arch: str | None = None, device="cpu",
                    progress: Progress | None = None) -> tuple[nn.Module, str, str]:
     """The model to unlearn from: ``checkpoint``, else a competition folder's ``original_model.pth``, else a
     model trained once for this data and cached. Returns ``(model, arch, where_it_came_from)``."""
@@ -148,7 +148,7 @@ def original_model(splits: Splits, kind: str, data, *, checkpoint=None, arch: st
         # Without an explicit arch the checkpoint's keys tell it.
         model = load_checkpoint(checkpoint, arch, splits.num_classes, splits.input_shape[0]).to(device).eval()
         return model, arch or infer_arch(model.state_dict()), str(checkpoint)
-    arch = arch or default_arch(kind)
+    arch = arch or default_arch(splits.kind)
     model, path, cached = cached_model(splits, arch, default_train_recipe(splits), on="train", device=device,
                                        progress=progress)
     return model, arch, f"{path} ({'cached' if cached else 'trained now, cached'})"
