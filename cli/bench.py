@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import (FORGET_HELP, PRESET_CHOICES, PRESET_HELP, UserError, _friendly, make_console, refuse_overwrite,
+from .common import (FORGET_HELP, UserError, _friendly, make_console, preset_option, refuse_overwrite,
                      resolve_device, resolve_preset)
 
 
@@ -20,7 +20,7 @@ from .common import (FORGET_HELP, PRESET_CHOICES, PRESET_HELP, UserError, _frien
               help="Runs per method and impl; with 3 or more, also the competition score against as many "
                    "cached retrained references (F is 0 by construction below 3; the competition used 512).")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True, help=PRESET_HELP)
+@preset_option
 @click.option("--ingredients", is_flag=True, help="Also time the steps between the two paths (resident data, "
                                                    "channels_last, bf16) to show each one's share.")
 @click.option("--quick", is_flag=True, help="A few minutes on 2 CPU cores: digits, 4 runs, short op timings.")

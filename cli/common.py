@@ -58,7 +58,13 @@ FORGET_HELP = "Forget set for sources without one: a fraction (0.1), 'classes:0,
 PRESET_HELP = ("Recipe starting point: 'published' (the sources' values), 'digits' (published with the changes "
                "the small digits demo needs; `unlearnx methods --details` lists them) or 'auto' (digits on the "
                "embedded digits, else published). --recipe and --set apply on top.")
-PRESET_CHOICES = ["auto", "published", "digits"]
+# The same --preset on every command that builds a recipe.
+preset_option = click.option("--preset", type=click.Choice(["auto", "published", "digits"]), default="auto",
+                             show_default=True, help=PRESET_HELP)
+
+
+def format_changes(changes: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in changes.items())
 
 
 def resolve_preset(preset: str, source_kind: str) -> str:
@@ -74,8 +80,8 @@ def describe_preset(method: str, preset: str) -> str | None:
     changes = preset_changes(method, preset)
     if not changes:
         return None
-    listed = ", ".join(f"{k}={v}" for k, v in changes.items())
-    return f"recipe: {method}'s published values with the {preset} preset's changes: {listed} (--preset published: none)"
+    return (f"recipe: {method}'s published values with the {preset} preset's changes: {format_changes(changes)} "
+            "(--preset published: none)")
 
 
 def refuse_overwrite(out: Path, force: bool, folder: bool = False) -> None:

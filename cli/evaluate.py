@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import (FORGET_HELP, PRESET_CHOICES, PRESET_HELP, UserError, _friendly, describe_preset, make_console,
+from .common import (FORGET_HELP, UserError, _friendly, describe_preset, make_console, preset_option,
                      refuse_overwrite, resolve_device, resolve_preset)
 
 
@@ -21,7 +21,7 @@ from .common import (FORGET_HELP, PRESET_CHOICES, PRESET_HELP, UserError, _frien
 @click.option("--seed", default=0, show_default=True, help="Run i uses seed SEED + i.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value.")
-@click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True, help=PRESET_HELP)
+@preset_option
 @click.option("--fused/--no-fused", default=True, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the JSON report here.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")

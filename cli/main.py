@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 
-from .common import DATA_HELP, FORGET_HELP, _friendly, make_console, refuse_overwrite, resolve_device  # noqa: E402
+from .common import DATA_HELP, FORGET_HELP, _friendly, format_changes, make_console, refuse_overwrite, resolve_device  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -77,7 +77,7 @@ def methods(details):
             recipe = info.default_recipe()
             text = ", ".join(f"{k}={v}" for k, v in recipe.as_dict().items())
             if recipe.digits_demo:
-                text += "\n[cyan]digits preset: " + ", ".join(f"{k}={v}" for k, v in recipe.digits_demo.items()) + "[/cyan]"
+                text += f"\n[cyan]digits preset: {format_changes(recipe.digits_demo)}[/cyan]"
             if recipe.uncertain:
                 text += f"\n[dim]uncertain: {recipe.uncertain}[/dim]"
             row.append(text)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from .common import (DATA_HELP, FORGET_HELP, PRESET_CHOICES, PRESET_HELP, _friendly, describe_preset, make_console,
-                     refuse_overwrite, remove_stale_outputs, resolve_device, resolve_preset)
+from .common import (DATA_HELP, FORGET_HELP, _friendly, describe_preset, make_console, preset_option, refuse_overwrite,
+                     remove_stale_outputs, resolve_device, resolve_preset)
 
 # Every file a run may write into --out (the export only when asked for).
 OUTPUT_FILES = ("unlearned.pt", "report.json", "metrics.csv", "metrics.md", "model.pt2", "model.ts")
@@ -26,7 +26,7 @@ OUTPUT_FILES = ("unlearned.pt", "report.json", "metrics.csv", "metrics.md", "mod
 @click.option("--seed", type=int, default=None, help="Fix every random draw (default: a fresh random run).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. --set epochs=4.")
-@click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True, help=PRESET_HELP)
+@preset_option
 @click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), default=None,
               help="Recipe overrides from a JSON or TOML file (--set wins).")
 @click.option("--batch-size", default=64, show_default=True, help="Harness batch size of the three loaders.")
