@@ -8,8 +8,9 @@ import click
 from .common import (DATA_HELP, FORGET_HELP, _friendly, describe_preset, make_console, preset_option, refuse_overwrite,
                      remove_stale_outputs, resolve_device, resolve_preset)
 
-# Every file a run may write into --out (the export only when asked for).
-OUTPUT_FILES = ("unlearned.pt", "report.json", "metrics.csv", "metrics.md", "model.pt2", "model.ts")
+# The files every run writes into --out, and those only an --export writes.
+RUN_FILES = ("unlearned.pt", "report.json", "metrics.csv", "metrics.md")
+EXPORT_FILES = ("model.pt2", "model.ts")
 
 
 @click.command()
@@ -49,8 +50,8 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     With no --data it uses scikit-learn's bundled digits and trains (and caches) the original model first.
     """
     import copy
-    import os
     import dataclasses
+    import os
 
     from unlearnx import data as data_mod
     from unlearnx.api import seed_everything, splits_context
@@ -116,8 +117,8 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     report["timings"] = dict(watch.timings)
 
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_outputs(out, OUTPUT_FILES)
-    written = ["unlearned.pt", "report.json", "metrics.csv", "metrics.md"]
+    remove_stale_outputs(out, RUN_FILES + EXPORT_FILES)
+    written = list(RUN_FILES)
     save_state_dict(model, out / "unlearned.pt")
     if export_format:
         from unlearnx.export import export_model
