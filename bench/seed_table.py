@@ -23,7 +23,7 @@ from unlearnx import data
 from unlearnx.api import seed_everything, splits_context
 from unlearnx.methods import make_recipe, run_method
 from unlearnx.pipeline import measure, train_from_scratch
-from unlearnx.protocol import RunSet, run_summary, score
+from unlearnx.protocol import MIN_SCORE_RUNS, RunSet, run_summary, score
 from unlearnx.report import machine, markdown_table, versions, write_json_atomic
 from unlearnx.training import TrainRecipe
 
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
                 first = measure(model, splits, device)
         runset = RunSet.from_results(results)
         rows.append({"model": method, **flatten(first), "seconds": float(runset.seconds.mean()),
-                     "score": score(runset, references)["score"] if args.runs >= 3 else float("nan")})
+                     "score": score(runset, references)["score"] if args.runs >= MIN_SCORE_RUNS else float("nan")})
 
     import pandas as pd
 

@@ -38,7 +38,7 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     from unlearnx import data as data_mod
     from unlearnx.methods import make_recipe, parse_overrides
     from unlearnx.pipeline import default_train_recipe, original_model
-    from unlearnx.protocol import mean_std, retrained_references, score, unlearned_runs
+    from unlearnx.protocol import MIN_SCORE_RUNS, mean_std, retrained_references, score, unlearned_runs
     from unlearnx.report import new_report, write_json_atomic
 
     from .progress import RichProgress
@@ -46,9 +46,9 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     kind = data_mod.detect_source(data)
     preset = resolve_preset(preset, kind)
     recipe = make_recipe(method, parse_overrides(sets), preset=preset)
-    if runs < 3:
-        # With N = 2 the metric's largest epsilon is ceil(ln(N - 1)) = 0, so F would be 0 whatever the method.
-        raise UserError("--runs must be at least 3 (with 2 runs the forget quality F is 0 by construction)")
+    if runs < MIN_SCORE_RUNS:
+        raise UserError(f"--runs must be at least {MIN_SCORE_RUNS} (with 2 runs the forget quality F is 0 by "
+                        "construction)")
     if out is not None:
         refuse_overwrite(out, force)
     dev = resolve_device(device)

@@ -25,6 +25,10 @@ from .data import Splits
 from .pipeline import cache_root, evaluation_batches, train_from_scratch
 from .training import NullProgress, Progress, TrainRecipe
 
+# With N = 2 runs a side the metric's largest scorable epsilon is ceil(ln(N - 1)) = 0, so F is 0 whatever
+# the method: a score needs at least 3 runs a side (the competition used 512).
+MIN_SCORE_RUNS = 3
+
 
 @dataclass
 class RunSet:

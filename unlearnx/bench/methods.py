@@ -19,7 +19,7 @@ import torch
 from ..api import make_context, splits_context
 from ..data import Splits
 from ..methods import get_method, make_recipe
-from ..protocol import RunSet, retrained_references, score, unlearned_runs
+from ..protocol import MIN_SCORE_RUNS, RunSet, retrained_references, score, unlearned_runs
 from ..training import NullProgress
 
 # (name, fused ops, tensor-resident data, channels_last, bf16) — the ladder from notebook to unlearnx.
@@ -66,9 +66,7 @@ def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods:
     for name in methods:
         get_method(name)  # unknown names fail before any work
     references: RunSet | None = None
-    # With N = 2 runs the metric's largest scorable epsilon is ceil(ln(N - 1)) = 0, so F is 0 by construction:
-    # a score needs at least 3 runs a side (the competition used 512).
-    if runs >= 3 and train_recipe is not None:
+    if runs >= MIN_SCORE_RUNS and train_recipe is not None:
         references = retrained_references(splits, arch, train_recipe, runs, device=device, progress=progress)
     loader = notebook_loaders(splits, batch_size)
     rows = []
