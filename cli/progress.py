@@ -18,7 +18,6 @@ class RichProgress:
 
     def __init__(self, console: Console | None = None, enabled: bool = True, plain_every: float = 10.0):
         console = console or make_console(stderr=True)
-        self.enabled = enabled
         self._console = console
         self._plain = enabled and not console.is_terminal
         self._plain_every = plain_every
