@@ -4,7 +4,6 @@
 """
 import argparse
 import datetime as dt
-import json
 import os
 from pathlib import Path
 
@@ -51,8 +50,9 @@ def main() -> None:
     }
     suffix = "" if args.threads == 1 else f"-{args.threads}threads"
     out = args.out or Path(__file__).resolve().parent / "results" / f"ops-{args.device}{suffix}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    from unlearnx.atomic import write_json
+
+    write_json(out, result)
     print(f"wrote {out}")
 
 

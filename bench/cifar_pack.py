@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unlearnx.atomic import save_npz, write_bytes
+
 
 def pack(source: Path, target: Path) -> None:
     files = sorted(p for p in source.rglob("*.jpg") if p.is_file())
@@ -28,12 +30,8 @@ def pack(source: Path, target: Path) -> None:
     names = "\n".join(str(p.relative_to(source)) for p in files).encode()
     offsets = np.cumsum([0] + [len(b) for b in blobs], dtype=np.int64)
     digests = np.frombuffer(b"".join(hashlib.sha256(b).digest() for b in blobs), dtype=np.uint8).reshape(-1, 32)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    with open(partial, "wb") as fh:  # written whole, then renamed: no half file under the final name
-        np.savez(fh, data=np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets=offsets,
-                 names=np.frombuffer(names, dtype=np.uint8), sha256=digests)
-    partial.replace(target)
+    save_npz(target, data=np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets=offsets,
+             names=np.frombuffer(names, dtype=np.uint8), sha256=digests)
     print(f"packed {len(files)} files, {offsets[-1] / 2**20:.1f} MiB of JPEG bytes -> {target} "
           f"({target.stat().st_size / 2**20:.1f} MiB)")
 
@@ -50,8 +48,7 @@ def unpack(source: Path, target: Path) -> None:
         if hashlib.sha256(blob).digest() != digests[i].tobytes():
             raise SystemExit(f"cifar_pack: {name} does not match its recorded SHA-256: the pack is damaged")
         path = target / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(blob)
+        write_bytes(path, blob)
     print(f"unpacked {len(names)} files into {target}")
 
 

@@ -24,6 +24,7 @@ from unlearnx.api import seed_everything, splits_context
 from unlearnx.methods import make_recipe, run_method
 from unlearnx.pipeline import measure, train_from_scratch
 from unlearnx.protocol import MIN_SCORE_RUNS, RunSet, run_summary, score
+from unlearnx.atomic import write_text
 from unlearnx.report import machine, markdown_table, versions, write_json_atomic
 from unlearnx.training import TrainRecipe
 
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
                   "timings": timings}
         write_json_atomic(result, Path(args.out).with_suffix(".json"))
         m = result["machine"]
-        Path(args.out).with_suffix(".md").write_text(
+        write_text(Path(args.out).with_suffix(".md"),
             f"CIFAR-10 / ResNet-18, forget 10%, {args.runs} runs; {m.get('gpu') or m['cpu']}, torch {m['torch']}\n\n"
             + markdown_table(frame))
     return 0

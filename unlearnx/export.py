@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .atomic import atomic_open
+
 
 def export_model(model: nn.Module, fmt: str, out_dir, input_shape) -> Path:
     """Export ``model`` (in eval mode, on CPU) to ``out_dir``; returns the file written."""
@@ -16,8 +18,8 @@ def export_model(model: nn.Module, fmt: str, out_dir, input_shape) -> Path:
     if fmt == "pt2":
         path = out_dir / "model.pt2"
         program = torch.export.export(model, (example,))
-        tmp = path.with_suffix(".tmp.pt2")  # torch.export.save warns about names not ending in .pt2
-        torch.export.save(program, str(tmp))
+        with atomic_open(path, "wb") as f:
+            torch.export.save(program, f)
     elif fmt == "torchscript":
         path = out_dir / "model.ts"
         with warnings.catch_warnings():
@@ -25,9 +27,8 @@ def export_model(model: nn.Module, fmt: str, out_dir, input_shape) -> Path:
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             scripted = torch.jit.script(model)
-        tmp = path.with_suffix(".tmp.ts")
-        scripted.save(str(tmp))
+        with atomic_open(path, "wb") as f:
+            torch.jit.save(scripted, f)
     else:
         raise ValueError(f"unknown export format {fmt!r}; use 'torchscript' or 'pt2'")
-    tmp.replace(path)
     return path

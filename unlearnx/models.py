@@ -121,9 +121,7 @@ def load_checkpoint(path, arch: str | None, num_classes: int, in_channels: int =
 
 
 def save_state_dict(model: nn.Module, path) -> None:
-    """Save ``model.state_dict()`` atomically (write to a temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(path)
+    """Save ``model.state_dict()`` atomically (see :mod:`unlearnx.atomic`)."""
+    from .atomic import torch_save
+
+    torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)

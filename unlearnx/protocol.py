@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import save_npz, write_json
 from .data import Splits
 from .pipeline import cache_root, evaluation_batches, train_from_scratch
 from .training import NullProgress, Progress, TrainRecipe
@@ -82,7 +83,7 @@ class RunStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         meta_path = self.folder / "meta.json"
         if not meta_path.exists():
-            meta_path.write_text(json.dumps(meta, indent=2, default=str))
+            write_json(meta_path, meta, default=str)
 
     def path(self, i: int) -> Path:
         return self.folder / f"run-{i:04d}.npz"
@@ -91,9 +92,7 @@ class RunStore:
         return self.path(i).exists()
 
     def save(self, i: int, result: dict) -> None:
-        tmp = self.folder / f".run-{i:04d}.tmp.npz"
-        np.savez(tmp, **{k: np.asarray(v) for k, v in result.items()})
-        tmp.replace(self.path(i))
+        save_npz(self.path(i), **{k: np.asarray(v) for k, v in result.items()})
 
     def load(self, n: int) -> RunSet:
         return RunSet.from_results(np.load(self.path(i)) for i in range(n))

@@ -79,11 +79,9 @@ def new_report(**fields) -> dict:
 
 def write_json_atomic(obj, path) -> None:
     """Write JSON to ``path`` via a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
-    tmp.replace(path)
+    from .atomic import write_text
+
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
 def _jsonable(value):
@@ -114,16 +112,17 @@ def metrics_frame(report: dict):
 
 def export(report: dict, path) -> None:
     """Write the metrics table as CSV or Markdown, chosen by the file extension."""
+    from .atomic import write_text
+
     path = Path(path)
     frame = metrics_frame(report)
-    tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".csv":
-        frame.to_csv(tmp, index=False)
+        text = frame.to_csv(index=False)
     elif path.suffix in (".md", ".markdown"):
-        tmp.write_text(markdown_table(frame))
+        text = markdown_table(frame)
     else:
         raise ValueError(f"cannot export to {path.suffix!r}: use .csv or .md")
-    tmp.replace(path)
+    write_text(path, text)
 
 
 def markdown_table(frame) -> str:

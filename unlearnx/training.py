@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .atomic import torch_save
+
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
@@ -188,7 +190,7 @@ def train_model(model: nn.Module, train_batches, recipe: TrainRecipe, *, validat
             if acc > best:
                 best, best_state = acc, copy.deepcopy(model.state_dict())
         if resume_path is not None:
-            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "best": best, "best_state": best_state,
                           "epoch": epoch + 1, "rng": torch.get_rng_state(),
                           "generator": generator.get_state() if generator is not None else None}, resume_path)
@@ -198,10 +200,3 @@ def train_model(model: nn.Module, train_batches, recipe: TrainRecipe, *, validat
         Path(resume_path).unlink(missing_ok=True)
     return model
 
-
-def _save_atomic(obj, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)

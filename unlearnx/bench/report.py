@@ -81,23 +81,23 @@ def plot(result: dict, path: Path) -> bool:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    from ..atomic import atomic_open
+
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=120, format="png")
     plt.close(fig)
-    tmp.replace(path)
     return True
 
 
 def write_outputs(result: dict, out: Path) -> list[Path]:
+    from ..atomic import write_text
     from ..report import write_json_atomic
 
     out = Path(out)
     write_json_atomic(result, out)
     written = [out]
     md = out.with_suffix(".md")
-    tmp = md.with_name(md.name + ".tmp")
-    tmp.write_text(markdown(result))
-    tmp.replace(md)
+    write_text(md, markdown(result))
     written.append(md)
     png = out.with_suffix(".png")
     if plot(result, png):

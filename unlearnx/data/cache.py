@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from ..atomic import torch_save
 
 CACHE_FORMAT = 1  # bump when the decoded layout changes, so old entries are not reused
 JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif"}
@@ -172,19 +173,8 @@ def cached_images(paths: list[str], *, namespace: str, cache_dir=None) -> Tensor
             warnings.warn(f"ignoring unreadable image cache {entry} ({type(exc).__name__}: {exc})", stacklevel=2)
     images = _decode_stack(paths)
     try:
-        _atomic_save({"key": key, "namespace": namespace, "images": images}, entry)
+        torch_save({"key": key, "namespace": namespace, "images": images}, entry)
     except OSError as exc:  # a read-only cache folder must not stop loading
         warnings.warn(f"cannot write image cache {entry}: {exc}", stacklevel=2)
     return images
 
-
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

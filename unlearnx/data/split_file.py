@@ -14,12 +14,11 @@ file is a clear error rather than a silently different split.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ..atomic import write_text
 from .splits import Splits
 
 FORMAT = "unlearnx-split"
@@ -40,16 +39,7 @@ def save_split(splits: Splits, path) -> Path:
         "split_hash": splits.split_hash(),
         "sizes": {k: (len(v) if v is not None else 0) for k, v in splits.named().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(record) + "\n")
     return path
 
 
