@@ -72,7 +72,7 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
         result["ops"] = bench_ops(device=dev.type, quick=quick)
 
     if methods:
-        from unlearnx.bench.methods import add_speedups, bench_methods
+        from unlearnx.bench.methods import add_speedups, bench_methods, cache_summary
         from unlearnx.pipeline import default_train_recipe, original_model
 
         with RichProgress(console, enabled=not quiet) as progress:
@@ -82,6 +82,7 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
             rows = bench_methods(splits, original, arch, methods, runs=runs, device=dev, ingredients=ingredients,
                                  train_recipe=default_train_recipe(splits), progress=progress, preset=preset)
         result["methods"] = add_speedups(rows)
+        result["cache"] = cache_summary(rows)
         result["preset"] = preset
         result["data"] = splits.summary()
 

@@ -9,6 +9,12 @@ from .common import (FORGET_HELP, UserError, _friendly, describe_preset, make_co
                      refuse_overwrite, resolve_device, resolve_preset)
 
 
+def _reuse_line(references: dict, unlearned: dict) -> str:
+    return (f"cache: references {references['reused']} reused, {references['ran']} ran; unlearned runs "
+            f"{unlearned['reused']} reused, {unlearned['ran']} ran (reused runs keep the seconds measured when "
+            "they ran)")
+
+
 @click.command()
 @click.option("--method", "-m", default="scl", show_default=True, help="Method name (see `unlearnx methods`).")
 @click.option("--data", default=None, help="Data source (default: the embedded digits).")
@@ -38,7 +44,8 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     from unlearnx import data as data_mod
     from unlearnx.methods import make_recipe, parse_overrides
     from unlearnx.pipeline import default_train_recipe, original_model
-    from unlearnx.protocol import MIN_SCORE_RUNS, mean_std, retrained_references, score, unlearned_runs
+    from unlearnx.protocol import (MIN_SCORE_RUNS, comparable_timings, mean_std, retrained_references, score,
+                                   unlearned_runs)
     from unlearnx.report import new_report, write_json_atomic
 
     from .progress import RichProgress
@@ -69,10 +76,19 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     for name, runset in (("unlearned", unlearned), ("retrained", retrained)):
         metrics[name] = {k: mean_std(getattr(runset, k)) for k in
                          ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia", "seconds")}
+        # Seconds of runs read from the cache were measured by the process that ran them.
+        metrics[name]["seconds"]["reused_runs"] = runset.cache_counts()["reused"]
+    # RTE only from timings taken on this device under this torch.
+    rte_problem = comparable_timings(unlearned, retrained, device=dev)
+    rte = None if rte_problem else metrics["retrained"]["seconds"]["mean"] / metrics["unlearned"]["seconds"]["mean"]
+    result["rte"] = rte
+    if rte_problem:
+        result["rte_unavailable"] = rte_problem
     report = new_report(seed=seed, data={**splits.summary(), "split_seed": split_seed}, method=method,
                         impl="fused" if fused else "pytorch", preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
                         original_checkpoint=where, runs=runs, score=result, metrics=metrics,
-                        mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe))
+                        mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe),
+                        cache={"references": retrained.cache_counts(), "unlearned": unlearned.cache_counts()})
     table = Table(title=f"{method}: {runs} unlearned runs vs {runs} retrained references")
     table.add_column("metric")
     table.add_column("unlearned", justify="right")
@@ -83,7 +99,8 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     make_console().print(table)
     click.echo(f"forget quality F = {result['forget_quality']:.4f} (≈0.18 is the ceiling of a perfect unlearner "
                f"at N=512); score = {result['score']:.4f}; RTE = "
-               f"{metrics['retrained']['seconds']['mean'] / metrics['unlearned']['seconds']['mean']:.1f}x")
+               + (f"{rte:.1f}x" if rte is not None else f"not computed ({rte_problem})"))
+    click.echo(_reuse_line(retrained.cache_counts(), unlearned.cache_counts()))
     if out is not None:
         write_json_atomic(report, out)
         click.echo(f"wrote {out}")

@@ -144,6 +144,56 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
             click.echo(f"  {split:<10} loss {entry['loss']:.4f}  accuracy {entry['accuracy']:.2%}")
 
 
+@main.group(invoke_without_command=True)
+@click.pass_context
+def cache(ctx):
+    """List what the cache folder holds: kind, key, created, size, code fingerprint, stale or not.
+
+    An entry is stale when the code, native build or torch that made it differ from the running ones:
+    no run reads it again. The folder is $UNLEARNX_CACHE, else ~/.cache/unlearnx."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from unlearnx.cache_index import entries
+    from unlearnx.fingerprint import code_fingerprint
+    from unlearnx.pipeline import cache_root
+
+    root = cache_root()
+    found = entries(root)
+    click.echo(f"cache folder {root}; code fingerprint of this install: {code_fingerprint()}")
+    table = Table()
+    for col in ("kind", "key", "created", "size", "fingerprint", "stale"):
+        table.add_column(col, justify="right" if col == "size" else "left")
+    for e in found:
+        table.add_row(e.kind, e.key, e.created, _human_size(e.size), e.fingerprint, "stale" if e.stale else "")
+    make_console().print(table)
+    total = sum(e.size for e in found)
+    stale = [e for e in found if e.stale]
+    click.echo(f"{len(found)} entries, {_human_size(total)}; {len(stale)} stale ({_human_size(sum(e.size for e in stale))})")
+
+
+@cache.command("clear")
+@click.option("--stale", "stale_only", is_flag=True, help="Remove only the stale entries.")
+@_friendly
+def cache_clear(stale_only):
+    """Remove the cache's entries (only unlearnx's own entries, only inside the cache folder)."""
+    from unlearnx.cache_index import clear
+    from unlearnx.pipeline import cache_root
+
+    removed = clear(cache_root(), stale_only=stale_only)
+    click.echo(f"removed {len(removed)} {'stale ' if stale_only else ''}entries "
+               f"({_human_size(sum(e.size for e in removed))}) from {cache_root()}")
+
+
+def _human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 from .unlearn import unlearn  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
 from .bench import bench  # noqa: E402

@@ -87,6 +87,9 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
             original, arch, original_source = original_model(splits, checkpoint=checkpoint, arch=arch,
                                                              device=dev, progress=progress)
         console.print(f"original model: {original_source}")
+        from_checkpoint = checkpoint is not None or splits.checkpoint is not None
+        cache = {"original": "checkpoint" if from_checkpoint else
+                 ("reused" if original_source.endswith("(cached)") else "ran")}
 
         if reference is None:
             reference = kind == "digits"
@@ -96,6 +99,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
                 retrained, path, cached = cached_model(splits, arch, train_recipe, on="retain", device=dev,
                                                        progress=progress)
                 console.print(f"retrained reference: {'cached' if cached else 'trained and cached'} at {path}")
+            cache["reference"] = "reused" if cached else "ran"
 
         model = copy.deepcopy(original)
         generator = seed_everything(seed)
@@ -110,7 +114,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
             seed=seed, seed_drawn=seed_drawn, data={**splits.summary(), "split_seed": split_seed}, method=method,
             impl="fused" if fused else "pytorch", preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
             original_checkpoint=original_source, device=str(dev), mia_name="mia.loss_lr",
-            seconds=watch.timings["unlearn"],
+            seconds=watch.timings["unlearn"], cache=cache,
             original=measure(original, splits, dev, all_mias), unlearned=measure(model, splits, dev, all_mias))
         if retrained is not None:
             report["retrained"] = measure(retrained, splits, dev, all_mias)

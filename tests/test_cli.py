@@ -142,6 +142,8 @@ def test_train_then_evaluate_then_bench(folder, tmp_path):
     report = json.loads(report_path.read_text())
     assert report["runs"] == 3 and 0.0 <= report["score"]["forget_quality"] <= 1.0
     assert set(report["metrics"]) == {"unlearned", "retrained"}
+    assert report["cache"] == {"references": {"reused": 0, "ran": 3}, "unlearned": {"reused": 0, "ran": 3}}
+    assert report["score"]["rte"] > 0  # every run timed here, now
 
     bench_path = tmp_path / "bench.json"
     result = run("bench", "--methods", "finetune", "--data", folder, "--checkpoint", ckpt, "--runs", 3,
@@ -149,6 +151,8 @@ def test_train_then_evaluate_then_bench(folder, tmp_path):
     assert result.exit_code == 0, result.output
     bench = json.loads(bench_path.read_text())
     assert {r["impl"] for r in bench["methods"]} == {"pytorch", "fused"}
+    # evaluate trained the references; bench reuses them and says so
+    assert bench["cache"] == {"references": {"reused": 3, "ran": 0}, "unlearned": {"reused": 0, "ran": 6}}
     for row in bench["methods"]:
         for key in ("method", "impl", "seconds", "forget_accuracy", "retain_accuracy", "test_accuracy", "mia",
                     "score"):

@@ -54,28 +54,36 @@ def train_from_scratch(splits: Splits, arch: str, recipe: TrainRecipe, *, on: st
     return model.eval()
 
 
-def _cache_key(splits: Splits, arch: str, recipe: TrainRecipe, on: str, seed: int) -> str:
+def _cache_key(splits: Splits, arch: str, recipe: TrainRecipe, on: str, seed: int, device) -> str:
+    from .fingerprint import cache_identity
+
     payload = json.dumps({"split": splits.split_hash(), "arch": arch, "recipe": dataclasses.asdict(recipe),
-                          "on": on, "seed": seed}, sort_keys=True)
+                          "on": on, "seed": seed, **cache_identity(device)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def cached_model(splits: Splits, arch: str, recipe: TrainRecipe, *, on: str, seed: int = 0, device="cpu",
                  progress: Progress | None = None, cache_dir: Path | None = None) -> tuple[nn.Module, Path, bool]:
-    """A model trained once per (data split, arch, recipe, seed) and kept under the cache folder.
-
-    Returns ``(model, path, was_cached)``.
+    """A model trained once per (data split, arch, recipe, seed, code fingerprint, torch, device type) and
+    kept under the cache folder. Returns ``(model, path, was_cached)``.
     """
+    from .cache_index import entry_meta, write_sidecar
+    from .fingerprint import cache_identity
+
     folder = Path(cache_dir or cache_root()) / "models"
     name = "original" if on == "train" else "retrained"
     source = Path(splits.source).name or "data"
-    path = folder / f"{source}-{arch}-{name}-seed{seed}-{_cache_key(splits, arch, recipe, on, seed)}.pt"
+    key = _cache_key(splits, arch, recipe, on, seed, device)
+    path = folder / f"{source}-{arch}-{name}-seed{seed}-{key}.pt"
     if path.exists():
         model = load_checkpoint(path, arch, splits.num_classes, splits.input_shape[0]).to(device).eval()
         return model, path, True
+    partial = path.with_suffix(".partial")
     model = train_from_scratch(splits, arch, recipe, on=on, seed=seed, device=device, progress=progress,
-                               resume_path=path.with_suffix(".partial"))
+                               resume_path=partial)
+    write_sidecar(path, entry_meta(f"{name} model", key, cache_identity(device), source=splits.source, arch=arch))
     save_state_dict(model, path)
+    partial.unlink(missing_ok=True)  # only once the model is safely saved
     return model, path, False
 
 

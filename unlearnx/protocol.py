@@ -33,7 +33,11 @@ MIN_SCORE_RUNS = 3
 
 @dataclass
 class RunSet:
-    """Per-run results: ``confs`` [runs, forget examples]; accuracies (fractions) and seconds per run."""
+    """Per-run results: ``confs`` [runs, forget examples]; accuracies (fractions) and seconds per run.
+
+    ``reused`` marks runs read back from the cache (their ``seconds`` were measured by an earlier
+    process); ``timed_on`` says where each run's seconds were measured (see :func:`timing_host`).
+    """
 
     confs: np.ndarray
     retain_accuracy: np.ndarray
@@ -41,18 +45,46 @@ class RunSet:
     forget_accuracy: np.ndarray
     seconds: np.ndarray
     mia: np.ndarray
+    reused: np.ndarray = None  # type: ignore[assignment]
+    timed_on: tuple = ()
+
+    def __post_init__(self):
+        if self.reused is None:
+            self.reused = np.zeros(self.n, dtype=bool)
 
     @property
     def n(self) -> int:
         return int(self.confs.shape[0])
 
+    def cache_counts(self) -> dict:
+        """``{"reused": R, "ran": r}`` for a report's ``cache`` section."""
+        reused = int(np.count_nonzero(self.reused))
+        return {"reused": reused, "ran": self.n - reused}
+
     @classmethod
-    def from_results(cls, results) -> "RunSet":
+    def from_results(cls, results, reused=None) -> "RunSet":
         """Stack per-run dicts (or loaded ``.npz`` files) as :func:`run_summary` + ``seconds`` produce them."""
         results = list(results)
+        numeric = [f.name for f in dataclasses.fields(cls) if f.name not in ("confs", "reused", "timed_on")]
         return cls(confs=np.stack([r["confs"] for r in results]),
-                   **{f.name: np.array([float(r[f.name]) for r in results])
-                      for f in dataclasses.fields(cls) if f.name != "confs"})
+                   **{name: np.array([float(r[name]) for r in results]) for name in numeric},
+                   reused=np.asarray(reused if reused is not None else [False] * len(results), dtype=bool),
+                   timed_on=tuple(str(r["timed_on"]) if "timed_on" in r else "" for r in results))
+
+
+def comparable_timings(*runsets: RunSet, device=None) -> str | None:
+    """None when every run of ``runsets`` was timed on one host (and on ``device``'s, if given), else the
+    reason their seconds must not be compared (an RTE from two machines or two torch versions is noise)."""
+    from .fingerprint import timing_host
+
+    hosts = {h for runset in runsets for h in runset.timed_on}
+    if device is not None:
+        hosts.add(timing_host(device))
+    if "" in hosts:
+        return "some runs do not record where they were timed"
+    if len(hosts) > 1:
+        return "runs were timed on different hosts: " + " | ".join(sorted(hosts))
+    return None
 
 
 def run_summary(model: nn.Module, splits: Splits, device) -> dict:
@@ -79,11 +111,14 @@ class RunStore:
     """A folder of ``run-<i>.npz`` files, written atomically, so a long protocol can resume."""
 
     def __init__(self, folder: Path, meta: dict):
+        from .cache_index import entry_meta
+
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         meta_path = self.folder / "meta.json"
         if not meta_path.exists():
-            write_json(meta_path, meta, default=str)
+            write_json(meta_path, entry_meta(meta.get("kind", "runs"), self.folder.name,
+                                             {k: v for k, v in meta.items() if k != "kind"}), default=str)
 
     def path(self, i: int) -> Path:
         return self.folder / f"run-{i:04d}.npz"
@@ -94,8 +129,8 @@ class RunStore:
     def save(self, i: int, result: dict) -> None:
         save_npz(self.path(i), **{k: np.asarray(v) for k, v in result.items()})
 
-    def load(self, n: int) -> RunSet:
-        return RunSet.from_results(np.load(self.path(i)) for i in range(n))
+    def load(self, n: int, reused=None) -> RunSet:
+        return RunSet.from_results((np.load(self.path(i)) for i in range(n)), reused=reused)
 
 
 def _key(payload: dict) -> str:
@@ -112,18 +147,23 @@ def _state_hash(model: nn.Module) -> str:
 
 def retrained_references(splits: Splits, arch: str, recipe: TrainRecipe, n: int, *, device="cpu",
                          cache_dir: Path | None = None, progress: Progress | None = None) -> RunSet:
-    """``n`` models trained from scratch on the retain set (seeds 0..n-1), cached and resumable."""
+    """``n`` models trained from scratch on the retain set (seeds 1000..1000+n-1), cached and resumable.
+    The cache key includes the code fingerprint, torch version and device type (:func:`cache_identity`)."""
+    from .fingerprint import cache_identity, timing_host
+
     progress = progress or NullProgress()
-    meta = {"kind": "retrained", "split": splits.split_hash(), "arch": arch, "recipe": dataclasses.asdict(recipe)}
+    meta = {"kind": "references", "split": splits.split_hash(), "arch": arch, "recipe": dataclasses.asdict(recipe),
+            **cache_identity(device)}
     store = RunStore(Path(cache_dir or cache_root()) / "references" / _key(meta), meta)
+    reused = [store.has(i) for i in range(n)]
     for i in range(n):
-        if store.has(i):
+        if reused[i]:
             continue
         start = time.perf_counter()
         model = train_from_scratch(splits, arch, recipe, on="retain", seed=1000 + i, device=device, progress=progress)
         seconds = time.perf_counter() - start
-        store.save(i, {**run_summary(model, splits, device), "seconds": seconds})
-    return store.load(n)
+        store.save(i, {**run_summary(model, splits, device), "seconds": seconds, "timed_on": timing_host(device)})
+    return store.load(n, reused)
 
 
 def unlearned_runs(original: nn.Module, splits: Splits, method: str, recipe, n: int, *, fused: bool = True,
@@ -136,17 +176,20 @@ def unlearned_runs(original: nn.Module, splits: Splits, method: str, recipe, n: 
     the notebook-style DataLoader baseline); such runs are never cached.
     """
     from .api import seed_everything, splits_context
+    from .fingerprint import cache_identity, timing_host
     from .methods import run_method
 
     progress = progress or NullProgress()
-    meta = {"kind": "unlearned", "split": splits.split_hash(), "original": _state_hash(original), "method": method,
-            "recipe": dataclasses.asdict(recipe), "fused": fused, "base_seed": base_seed, "batch_size": batch_size,
-            "channels_last": channels_last, "amp": str(amp_dtype)}
+    meta = {"kind": "unlearned runs", "split": splits.split_hash(), "original": _state_hash(original),
+            "method": method, "recipe": dataclasses.asdict(recipe), "fused": fused, "base_seed": base_seed,
+            "batch_size": batch_size, "channels_last": channels_last, "amp": str(amp_dtype),
+            **cache_identity(device)}
     folder = Path(cache_dir or cache_root()) / "runs" / f"{method}-{_key(meta)}"
     store = RunStore(folder, meta) if use_cache and make_context is None else None
+    reused = [store is not None and store.has(i) for i in range(n)]
     results = []
     for i in range(n):
-        if store is not None and store.has(i):
+        if reused[i]:
             continue
         model = copy.deepcopy(original).to(device)
         generator = seed_everything(base_seed + i)
@@ -162,13 +205,13 @@ def unlearned_runs(original: nn.Module, splits: Splits, method: str, recipe, n: 
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        result = {**run_summary(model, splits, device), "seconds": seconds}
+        result = {**run_summary(model, splits, device), "seconds": seconds, "timed_on": timing_host(device)}
         if store is not None:
             store.save(i, result)
         else:
             results.append(result)
     if store is not None:
-        return store.load(n)
+        return store.load(n, reused)
     return RunSet.from_results(results)
 
 

@@ -19,7 +19,7 @@ import torch
 from ..api import make_context, splits_context
 from ..data import Splits
 from ..methods import get_method, make_recipe
-from ..protocol import MIN_SCORE_RUNS, RunSet, retrained_references, score, unlearned_runs
+from ..protocol import MIN_SCORE_RUNS, RunSet, comparable_timings, retrained_references, score, unlearned_runs
 from ..training import NullProgress
 
 # (name, fused ops, tensor-resident data, channels_last, bf16) — the ladder from notebook to unlearnx.
@@ -95,12 +95,25 @@ def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods:
                    "seconds_std": float(result.seconds.std(ddof=1)) if runs > 1 else 0.0,
                    "forget_accuracy": float(result.forget_accuracy.mean()),
                    "retain_accuracy": float(result.retain_accuracy.mean()),
-                   "test_accuracy": float(result.test_accuracy.mean()), "mia": float(result.mia.mean())}
+                   "test_accuracy": float(result.test_accuracy.mean()), "mia": float(result.mia.mean()),
+                   "cache": {"unlearned": result.cache_counts()}}
             if references is not None:
-                row.update(score=score(result, references)["score"],
-                           rte=float(references.seconds.mean() / result.seconds.mean()))
+                row.update(score=score(result, references)["score"])
+                row["cache"]["references"] = references.cache_counts()
+                problem = comparable_timings(result, references, device=device)
+                row["rte"] = None if problem else float(references.seconds.mean() / result.seconds.mean())
+                if problem:
+                    row["rte_unavailable"] = problem
             rows.append(row)
     return rows
+
+
+def cache_summary(rows: list[dict]) -> dict:
+    """The report's ``cache`` section: references reused/ran (shared by every row) and unlearned runs summed."""
+    unlearned = {"reused": sum(r["cache"]["unlearned"]["reused"] for r in rows),
+                 "ran": sum(r["cache"]["unlearned"]["ran"] for r in rows)}
+    references = next((r["cache"]["references"] for r in rows if "references" in r["cache"]), {"reused": 0, "ran": 0})
+    return {"references": references, "unlearned": unlearned}
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:

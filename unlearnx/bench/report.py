@@ -34,6 +34,8 @@ def render(result: dict, console) -> None:
 
 
 def _cell(value) -> str:
+    if value is None:
+        return ""
     if isinstance(value, float):
         if value != value:
             return ""

@@ -161,7 +161,9 @@ def cached_images(paths: list[str], *, namespace: str, cache_dir=None) -> Tensor
     folder = resolve_cache_dir(cache_dir)
     if folder is None:
         return _decode_stack(paths)
-    key = files_key(paths, namespace)
+    from ..fingerprint import data_fingerprint
+
+    key = files_key(paths, f"{namespace}\0{data_fingerprint()}")
     entry = folder / f"images-{key}.pt"
     if entry.exists():
         try:
@@ -173,6 +175,11 @@ def cached_images(paths: list[str], *, namespace: str, cache_dir=None) -> Tensor
             warnings.warn(f"ignoring unreadable image cache {entry} ({type(exc).__name__}: {exc})", stacklevel=2)
     images = _decode_stack(paths)
     try:
+        from ..cache_index import entry_meta, write_sidecar
+
+        write_sidecar(entry, entry_meta("images", key, {"code": data_fingerprint(), "scope": "data",
+                                                         "torch": torch.__version__}, namespace=namespace,
+                                        count=len(paths)))
         torch_save({"key": key, "namespace": namespace, "images": images}, entry)
     except OSError as exc:  # a read-only cache folder must not stop loading
         warnings.warn(f"cannot write image cache {entry}: {exc}", stacklevel=2)
