@@ -15,19 +15,35 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+def debugging() -> bool:
+    """``unlearnx --debug`` (or ``UNLEARNX_DEBUG=1``): errors show their traceback."""
+    return os.environ.get("UNLEARNX_DEBUG", "").lower() in ("1", "true", "yes", "on")
+
+
 def _friendly(fn):
-    """Turn the library's ValueError/FileNotFoundError into one clear line instead of a trace
-    (``UNLEARNX_DEBUG=1`` shows the traceback)."""
+    """Turn errors from what the user asked for into one clear line instead of a trace: the library's
+    ValueError/FileNotFoundError/FloatingPointError as they are; TypeError, OSError and RuntimeError (a
+    wrong kind of value, an unwritable folder, torch refusing an input) with their kind named. ``--debug``
+    shows the traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as exc:
-            if os.environ.get("UNLEARNX_DEBUG"):
+            if debugging():
                 raise
             raise UserError(str(exc)) from exc
+        except (TypeError, OSError, RuntimeError) as exc:
+            if debugging():
+                raise
+            raise UserError(f"{type(exc).__name__}: {_one_line(exc)} (unlearnx --debug shows where)") from exc
 
     return wrapper
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def make_console(stderr: bool = False):

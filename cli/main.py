@@ -10,14 +10,19 @@ from pathlib import Path
 import click
 
 
-from .common import DATA_HELP, FORGET_HELP, _friendly, format_changes, make_console, refuse_overwrite, resolve_device  # noqa: E402
+from .common import DATA_HELP, FORGET_HELP, UserError, _friendly, format_changes, make_console, refuse_overwrite, resolve_device  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="unlearnx")
-def main():
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+def main(debug):
     """Machine unlearning for image classifiers: the NeurIPS 2023 competition's methods, fused ops,
     the competition metric and benchmarks."""
+    if debug:
+        import os
+
+        os.environ["UNLEARNX_DEBUG"] = "1"
 
 
 @main.command()
@@ -103,7 +108,8 @@ def methods(details):
 def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed, device, force):
     """Train an original model (or a retrained reference) and save its state_dict.
 
-    Interrupted runs resume: the training state is saved beside --out (OUT.partial) after every epoch.
+    Interrupted runs resume: the training state is saved beside --out (OUT.partial) after every epoch, and
+    the same command (same data split, model, recipe and seed) picks it up.
     """
     import dataclasses
     import time
@@ -112,12 +118,14 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     from unlearnx.methods import parse_overrides
     from unlearnx.methods.base import apply_overrides
     from unlearnx.models import default_arch, save_state_dict
-    from unlearnx.pipeline import default_train_recipe, measure, train_from_scratch
+    from unlearnx.pipeline import default_train_recipe, measure, train_from_scratch, training_key
     from unlearnx.report import new_report, write_json_atomic
-    from unlearnx.training import TrainRecipe
+    from unlearnx.training import TrainRecipe, read_resume_state
 
     from .progress import RichProgress
 
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the file to write, e.g. {out / 'model.pt'}")
     refuse_overwrite(out, force)
     dev = resolve_device(device)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
@@ -128,12 +136,15 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     with RichProgress() as progress:
         # Training state is kept beside --out after every epoch: rerunning the command resumes.
         partial = out.with_name(out.name + ".partial")
-        if partial.exists():
+        if read_resume_state(partial, training_key(splits, arch, recipe, on, seed)) is not None:
             click.echo(f"resuming from {partial}")
+        elif partial.exists():
+            click.echo(f"ignoring {partial}: it holds the training state of another configuration")
         model = train_from_scratch(splits, arch, recipe, on=on, seed=seed, device=dev, progress=progress,
                                    resume_path=partial)
     seconds = time.perf_counter() - start
     save_state_dict(model, out)
+    partial.unlink(missing_ok=True)  # only now that the model is saved
     section = measure(model, splits, dev)
     report = new_report(seed=seed, data=splits.summary(), arch=arch, recipe=dataclasses.asdict(recipe), on=on,
                         seconds=seconds, model=section, checkpoint=str(out))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import (DATA_HELP, FORGET_HELP, _friendly, describe_preset, make_console, preset_option, refuse_overwrite,
+from .common import (DATA_HELP, FORGET_HELP, UserError, _friendly, debugging, describe_preset, make_console, preset_option, refuse_overwrite,
                      remove_stale_outputs, resolve_device, resolve_preset)
 
 # The files every run writes into --out, and those only an --export writes.
@@ -56,6 +56,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     from unlearnx import data as data_mod
     from unlearnx.api import seed_everything, splits_context
     from unlearnx.methods import get_method, make_recipe, parse_overrides, run_method
+    from unlearnx.ops import impl_label, native_calls
     from unlearnx.models import save_state_dict
     from unlearnx.pipeline import Stopwatch, cached_model, default_train_recipe, measure, original_model
     from unlearnx.report import export, new_report, render_unlearn_table, write_json_atomic
@@ -70,6 +71,11 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     recipe = make_recipe(method, parse_overrides(sets), recipe_file, preset)
     out = out or Path("runs") / method
     refuse_overwrite(out, force, folder=True)
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    if checkpoint is not None and not checkpoint.is_file():
+        raise UserError(f"--checkpoint {checkpoint} does not exist" if not checkpoint.exists() else
+                        f"--checkpoint {checkpoint} is not a file")
     seed_drawn = seed is None
     if seed_drawn:  # draw one and record it, so a run worth keeping can be repeated with --seed
         seed = int.from_bytes(os.urandom(4), "little") >> 1
@@ -105,30 +111,45 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
         generator = seed_everything(seed)
         ctx = splits_context(model, splits, batch_size=batch_size, fused=fused, generator=generator,
                              progress=progress)
+        native_before = native_calls()
         with watch("unlearn"):
             run_method(model, ctx, method, recipe)
 
-    all_mias = mia_mode == "all"
-    with watch("evaluate"):
-        report = new_report(
-            seed=seed, seed_drawn=seed_drawn, data={**splits.summary(), "split_seed": split_seed}, method=method,
-            impl="fused" if fused else "pytorch", preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
-            original_checkpoint=original_source, device=str(dev), mia_name="mia.loss_lr",
-            seconds=watch.timings["unlearn"], cache=cache,
-            original=measure(original, splits, dev, all_mias), unlearned=measure(model, splits, dev, all_mias))
-        if retrained is not None:
-            report["retrained"] = measure(retrained, splits, dev, all_mias)
-    report["timings"] = dict(watch.timings)
-
+    # The model is saved before anything else can fail: a finished run is never lost.
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_outputs(out, RUN_FILES + EXPORT_FILES)
-    written = list(RUN_FILES)
-    save_state_dict(model, out / "unlearned.pt")
-    if export_format:
-        from unlearnx.export import export_model
+    model_path = out / "unlearned.pt"
+    save_state_dict(model, model_path)
+    written = ["unlearned.pt"]
+    all_mias = mia_mode == "all"
+    try:
+        exported = None
+        if export_format:
+            from unlearnx.export import export_model
 
-        report["export"] = str(export_model(model, export_format, out, splits.input_shape))
-        written.append(Path(report["export"]).name)
+            exported = export_model(model, export_format, out, splits.input_shape)
+            written.append(exported.name)
+        with watch("evaluate"):
+            report = new_report(
+                seed=seed, seed_drawn=seed_drawn, data={**splits.summary(), "split_seed": split_seed}, method=method,
+                impl=impl_label(fused, native_before), preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
+                original_checkpoint=original_source, device=str(dev), mia_name="mia.loss_lr",
+                seconds=watch.timings["unlearn"], cache=cache, checkpoint=str(model_path),
+                original=measure(original, splits, dev, all_mias), unlearned=measure(model, splits, dev, all_mias))
+            if retrained is not None:
+                report["retrained"] = measure(retrained, splits, dev, all_mias)
+        if exported is not None:
+            report["export"] = str(exported)
+    except Exception as exc:
+        if debugging():
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"unlearning finished and the model is saved at {model_path}, but evaluating it failed: "
+                        f"{type(exc).__name__}: {first}") from exc
+    report["timings"] = dict(watch.timings)
+    if "mia_unavailable" in report["unlearned"]:
+        console.print(f"MIA not computed: {report['unlearned']['mia_unavailable']}")
+    written += ["report.json", "metrics.csv", "metrics.md"]
     write_json_atomic(report, out / "report.json")
     export(report, out / "metrics.csv")
     export(report, out / "metrics.md")

@@ -116,6 +116,11 @@ def load_checkpoint(path, arch: str | None, num_classes: int, in_channels: int =
                 raise ValueError(f"{path}: checkpoint has {tensor.shape[0]} classes, the data has {num_classes}")
             raise ValueError(f"{path}: parameter {name} has shape {tuple(tensor.shape)}, "
                              f"{arch} expects {tuple(expected[name].shape)}")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{path}: parameter {name} holds {bad} NaN/inf value{'s' if bad > 1 else ''}; "
+                             "the checkpoint is damaged or its training diverged")
     model.load_state_dict(state, strict=True)
     return model
 

@@ -50,15 +50,23 @@ def train_from_scratch(splits: Splits, arch: str, recipe: TrainRecipe, *, on: st
     counts = splits.class_counts if on == "train" else torch.bincount(split.labels, minlength=splits.num_classes).tolist()
     val = _batches(splits, splits.validation, 256, device, False) if splits.validation is not None else None
     train_model(model, _batches(splits, split, recipe.batch_size, device, True, generator), recipe,
-                validation_batches=val, class_counts=counts, progress=progress, resume_path=resume_path)
+                validation_batches=val, class_counts=counts, progress=progress, resume_path=resume_path,
+                resume_key=training_key(splits, arch, recipe, on, seed))
     return model.eval()
+
+
+def training_key(splits: Splits, arch: str, recipe: TrainRecipe, on: str, seed: int) -> str:
+    """What a resumable training state belongs to: data split, architecture, recipe, training set, seed."""
+    payload = json.dumps({"split": splits.split_hash(), "arch": arch, "recipe": dataclasses.asdict(recipe),
+                          "on": on, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _cache_key(splits: Splits, arch: str, recipe: TrainRecipe, on: str, seed: int, device) -> str:
     from .fingerprint import cache_identity
 
-    payload = json.dumps({"split": splits.split_hash(), "arch": arch, "recipe": dataclasses.asdict(recipe),
-                          "on": on, "seed": seed, **cache_identity(device)}, sort_keys=True)
+    payload = json.dumps({"run": training_key(splits, arch, recipe, on, seed), **cache_identity(device)},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -95,7 +103,10 @@ def evaluation_batches(splits: Splits, device, batch_size: int = 256) -> dict:
 def measure(model: nn.Module, splits: Splits, device="cpu", all_mias: bool = False) -> dict:
     """``{split: {"loss", "accuracy"}}`` for every split plus the starting kit's ``mia`` (forget vs test,
     or forget vs validation when the source has no test split). ``all_mias`` adds ``mias``: the SVC family
-    (shadow = the first |held-out| retain examples vs the held-out split, as SalUn) and entropy-LR."""
+    (shadow members = a seeded random sample of |held-out| retain examples, vs the held-out split; SalUn
+    takes the first ones, which on class-sorted sources are one or two classes) and entropy-LR.
+
+    A set too small for an attack gives ``mia_unavailable`` (the reason) instead of ``mia``/``mias``."""
     from .metrics import entropy_lr_mia, loss_accuracy, per_example_losses, predict, simple_mia, svc_mia_all
 
     section, losses, probs = {}, {}, {}
@@ -107,15 +118,28 @@ def measure(model: nn.Module, splits: Splits, device="cpu", all_mias: bool = Fal
         losses[name] = per_example_losses(logits, labels)
         probs[name] = (logits.double().softmax(1), labels)
     held_out = "test" if "test" in losses else ("validation" if "validation" in losses else None)
-    if held_out is not None:
+    if held_out is None:
+        section["mia_unavailable"] = "no test or validation split to compare the forget set with"
+        return section
+    try:
         section["mia"] = float(simple_mia(losses["forget"].numpy(), losses[held_out].numpy()))
         if all_mias:
-            n = len(probs[held_out][1])
-            shadow_train = (probs["retain"][0][:n], probs["retain"][1][:n])
+            pick = shadow_members(len(probs["retain"][1]), len(probs[held_out][1]))
+            shadow_train = (probs["retain"][0][pick], probs["retain"][1][pick])
             mias = svc_mia_all(shadow_train, probs[held_out], probs["forget"])
             mias["mia.entropy_lr"] = float(entropy_lr_mia(probs["retain"][0], probs[held_out][0], probs["forget"][0]))
             section["mias"] = {"mia.loss_lr": section["mia"], **{k: float(v) for k, v in mias.items()}}
+    except ValueError as exc:  # too few examples for the attack: the other metrics still stand
+        section.pop("mia", None)
+        section["mia_unavailable"] = str(exc)
     return section
+
+
+def shadow_members(n_retain: int, n: int, seed: int = 0) -> torch.Tensor:
+    """Indices of a seeded random sample of ``min(n, n_retain)`` retain examples (the SVC attacks' shadow
+    members): every class in proportion, whatever order the source lists its examples in."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_retain, generator=generator)[:min(n, n_retain)].sort().values
 
 
 class Stopwatch:

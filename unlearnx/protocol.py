@@ -47,10 +47,13 @@ class RunSet:
     mia: np.ndarray
     reused: np.ndarray = None  # type: ignore[assignment]
     timed_on: tuple = ()
+    native: np.ndarray = None  # type: ignore[assignment]  # per run: a kernel of unlearnx._C ran
 
     def __post_init__(self):
         if self.reused is None:
             self.reused = np.zeros(self.n, dtype=bool)
+        if self.native is None:
+            self.native = np.zeros(self.n, dtype=bool)
 
     @property
     def n(self) -> int:
@@ -65,11 +68,12 @@ class RunSet:
     def from_results(cls, results, reused=None) -> "RunSet":
         """Stack per-run dicts (or loaded ``.npz`` files) as :func:`run_summary` + ``seconds`` produce them."""
         results = list(results)
-        numeric = [f.name for f in dataclasses.fields(cls) if f.name not in ("confs", "reused", "timed_on")]
+        numeric = [f.name for f in dataclasses.fields(cls) if f.name not in ("confs", "reused", "timed_on", "native")]
         return cls(confs=np.stack([r["confs"] for r in results]),
                    **{name: np.array([float(r[name]) for r in results]) for name in numeric},
                    reused=np.asarray(reused if reused is not None else [False] * len(results), dtype=bool),
-                   timed_on=tuple(str(r["timed_on"]) if "timed_on" in r else "" for r in results))
+                   timed_on=tuple(str(r["timed_on"]) if "timed_on" in r else "" for r in results),
+                   native=np.array([bool(r["native"]) if "native" in r else False for r in results]))
 
 
 def comparable_timings(*runsets: RunSet, device=None) -> str | None:
@@ -102,8 +106,11 @@ def run_summary(model: nn.Module, splits: Splits, device) -> dict:
     if held_out is not None:
         held_logits, held_labels = predict(model, held_out, device)
         out["test_accuracy"] = loss_accuracy(held_logits, held_labels)["accuracy"]
-        out["mia"] = float(simple_mia(per_example_losses(logits, labels).numpy(),
-                                      per_example_losses(held_logits, held_labels).numpy()))
+        try:
+            out["mia"] = float(simple_mia(per_example_losses(logits, labels).numpy(),
+                                          per_example_losses(held_logits, held_labels).numpy()))
+        except ValueError:  # too few examples for the attack: NaN, the score does not use it
+            pass
     return out
 
 
@@ -178,6 +185,7 @@ def unlearned_runs(original: nn.Module, splits: Splits, method: str, recipe, n: 
     from .api import seed_everything, splits_context
     from .fingerprint import cache_identity, timing_host
     from .methods import run_method
+    from .ops import native_calls
 
     progress = progress or NullProgress()
     meta = {"kind": "unlearned runs", "split": splits.split_hash(), "original": _state_hash(original),
@@ -201,11 +209,13 @@ def unlearned_runs(original: nn.Module, splits: Splits, method: str, recipe, n: 
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
+        calls_before = native_calls()
         run_method(model, ctx, method, recipe)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        result = {**run_summary(model, splits, device), "seconds": seconds, "timed_on": timing_host(device)}
+        result = {**run_summary(model, splits, device), "seconds": seconds, "timed_on": timing_host(device),
+                  "native": native_calls() > calls_before}
         if store is not None:
             store.save(i, result)
         else:

@@ -153,12 +153,14 @@ def accuracy(model: nn.Module, batches: Iterable) -> float:
 
 def train_model(model: nn.Module, train_batches, recipe: TrainRecipe, *, validation_batches=None,
                 class_counts=None, progress: Progress | None = None, amp_dtype=None,
-                resume_path=None) -> nn.Module:
+                resume_path=None, resume_key: str = "") -> nn.Module:
     """Train ``model`` in place with ``recipe``; with ``keep_best_validation`` it ends on the best epoch.
 
     With ``resume_path``, the full training state (model, optimiser, schedule, best checkpoint, RNG states)
     is saved there after every epoch and picked up from there if it exists, so an interrupted run resumes
-    where it stopped and ends exactly as an uninterrupted one. The file is removed when training ends.
+    where it stopped and ends exactly as an uninterrupted one. The state records ``resume_key`` (say, a hash
+    of data split, architecture, recipe and seed): a state saved under another key is never resumed. The
+    caller removes the file once the final model is saved (a crash in between loses nothing).
     """
     params = model.parameters()
     if recipe.optimizer == "adam":
@@ -172,8 +174,8 @@ def train_model(model: nn.Module, train_batches, recipe: TrainRecipe, *, validat
     loss_fn = cross_entropy(weight)
     best, best_state, first_epoch = -1.0, None, 0
     generator = getattr(train_batches, "generator", None)
-    if resume_path is not None and Path(resume_path).exists():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
+    state = read_resume_state(resume_path, resume_key)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -192,11 +194,23 @@ def train_model(model: nn.Module, train_batches, recipe: TrainRecipe, *, validat
         if resume_path is not None:
             torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "best": best, "best_state": best_state,
-                          "epoch": epoch + 1, "rng": torch.get_rng_state(),
+                          "epoch": epoch + 1, "rng": torch.get_rng_state(), "key": resume_key,
                           "generator": generator.get_state() if generator is not None else None}, resume_path)
     if best_state is not None:
         model.load_state_dict(best_state)
-    if resume_path is not None:
-        Path(resume_path).unlink(missing_ok=True)
     return model
+
+
+def read_resume_state(resume_path, resume_key: str = "") -> dict | None:
+    """The training state saved at ``resume_path`` if it exists, is readable and was saved under
+    ``resume_key``; else None (training starts over and overwrites it)."""
+    if resume_path is None or not Path(resume_path).exists():
+        return None
+    try:
+        state = torch.load(resume_path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged state is not worth a crash: train from the start
+        return None
+    if not isinstance(state, dict) or state.get("key", "") != resume_key:
+        return None
+    return state
 

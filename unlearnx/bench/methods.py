@@ -91,7 +91,12 @@ def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods:
                 model = model.to(memory_format=torch.channels_last)
             result = unlearned_runs(model, splits, name, recipe, runs, fused=fused, device=device,
                                     base_seed=base_seed, progress=progress, make_context=make_ctx)
-            row = {"method": name, "impl": impl, "runs": runs, "seconds": float(result.seconds.mean()),
+            ingredients = [label for label, on in (("fused ops", bool(result.native.all())),
+                                                   ("tensor-resident data", resident),
+                                                   ("channels_last", channels_last), ("bf16", amp is not None)) if on]
+            if fused and not result.native.all():
+                impl = f"{impl} (no native op ran)"  # _C missing, or the method uses no fused op
+            row = {"method": name, "impl": impl, "ingredients": ingredients, "runs": runs, "seconds": float(result.seconds.mean()),
                    "seconds_std": float(result.seconds.std(ddof=1)) if runs > 1 else 0.0,
                    "forget_accuracy": float(result.forget_accuracy.mean()),
                    "retain_accuracy": float(result.retain_accuracy.mean()),

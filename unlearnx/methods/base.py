@@ -327,6 +327,8 @@ def run_method(model: nn.Module, ctx: UnlearnContext, method: str, recipe: Recip
         raise TypeError(f"{method} needs a {info.recipe.__name__}, got {type(recipe).__name__}")
     if ctx.forget.num_examples == 0:
         raise ValueError("the forget set is empty: nothing to unlearn")
-    info.fn(model, ctx, recipe)
+    from .nan_guard import run_guarded
+
+    run_guarded(info.fn, model, ctx, recipe, method)  # NaN/inf weights: an error naming phase and recipe values
     model.eval()
     return model

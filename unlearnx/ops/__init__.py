@@ -27,6 +27,18 @@ _CPU_DTYPES = (torch.float32, torch.float64)
 _CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _BACKENDS = _ext.compiled_backends()
 _warned_devices: set[str] = set()
+_native_calls = 0  # calls that ran a kernel of unlearnx._C, so reports say "fused" only when one did
+
+
+def native_calls() -> int:
+    """How many op calls in this process ran a native kernel (compare before and after a run)."""
+    return _native_calls
+
+
+def impl_label(fused: bool, native_calls_before: int) -> str:
+    """``"fused"`` when fused ops were asked for and a native kernel ran since ``native_calls_before``;
+    ``"pytorch"`` otherwise (fused asked for, but ``_C`` missing or the method uses no fused op)."""
+    return "fused" if fused and native_calls() > native_calls_before else "pytorch"
 
 
 def fused_available() -> bool:
@@ -44,6 +56,8 @@ def _use_native(device: torch.device) -> bool:
     if kind == "meta":
         return _ext.has_ops()
     if _BACKENDS.get(kind, False):
+        global _native_calls
+        _native_calls += 1
         return True
     if _ext.has_ops() and kind not in _warned_devices:  # _C is loaded but lacks this backend
         _warned_devices.add(kind)
