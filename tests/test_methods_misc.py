@@ -294,7 +294,7 @@ def test_finetune_presets():
 def test_bad_overrides_name_the_valid_keys():
     with pytest.raises(ValueError, match="valid settings:.*fine_lrs"):
         make_recipe("rni", {"learning_rate": "0.1"})
-    with pytest.raises(ValueError, match="cannot read lr='fast'"):
+    with pytest.raises(ValueError, match="finetune: lr must be a number, got fast"):
         make_recipe("finetune", {"lr": "fast"})
     with pytest.raises(ValueError, match="schedule must be 'cosine' or 'constant'"):
         unlearnx.unlearn(build_model("small", 10), [(torch.zeros(2, 3, 16, 16), torch.zeros(2, dtype=torch.long))],

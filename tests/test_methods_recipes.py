@@ -155,7 +155,7 @@ def test_overrides_from_strings_are_checked_with_the_same_message():
 
 def test_a_value_of_the_wrong_kind_is_a_value_error():
     # e.g. a list from a JSON recipe file: no TypeError from deep inside a comparison
-    with pytest.raises(ValueError, match=re.escape("random-label: lr must be > 0, got [1]")):
+    with pytest.raises(ValueError, match=re.escape("random-label: lr must be a number, got [1]")):
         make_recipe("random-label", {"lr": [1]})
 
 

@@ -119,6 +119,17 @@ class TrainRecipe:
     keep_best_validation: bool = False
     min_save_epoch: int = 0
 
+    def __post_init__(self):
+        from .typed import coerce_fields
+
+        coerce_fields(self, "training recipe")
+        for key, ok, need in (("epochs", self.epochs >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
+                              ("batch_size", self.batch_size >= 1, ">= 1"), ("momentum", 0 <= self.momentum < 1,
+                              "in [0, 1)"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                              ("optimizer", self.optimizer in ("sgd", "adam"), "'sgd' or 'adam'")):
+            if not ok:
+                raise ValueError(f"training recipe: {key} must be {need}, got {getattr(self, key)}")
+
     @classmethod
     def preset(cls, name: str, **overrides) -> "TrainRecipe":
         presets = {

@@ -140,10 +140,15 @@ class Recipe:
     # assume CIFAR-10-sized epochs (~370 batches); digits has ~20, so methods that re-initialise or
     # perturb weights get too few steps to recover at the published values. Measured in bench/results.
     digits_demo: ClassVar[dict[str, Any]] = {}
+    # Float fields that may be inf/nan (every other float field must be finite).
+    allow_nonfinite: ClassVar[frozenset[str]] = frozenset()
 
     def __post_init__(self):
+        from ..typed import coerce_fields
+
         # A class's own name only: a registered base's name must not stand for an unregistered subclass.
         method = vars(type(self)).get("method_name") or type(self).__name__
+        coerce_fields(self, method, self.allow_nonfinite)  # types from the annotations, before the rules
         for key, rule in self.rules().items():
             value = getattr(self, key)
             try:
@@ -215,36 +220,6 @@ def get_method(name: str) -> MethodInfo:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}") from None
 
 
-def _coerce(value: Any, current: Any, key: str, method: str) -> Any:
-    """Turn a command-line string into the type of the recipe's default."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    try:
-        if isinstance(current, bool):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if isinstance(current, int):
-            return int(text)
-        if isinstance(current, float):
-            return float(text)
-        if isinstance(current, (tuple, list)):
-            parsed = json.loads(text) if text.startswith("[") else [t for t in text.split(",") if t]
-            kind = type(current[0]) if current else float
-            return type(current)(kind(v) for v in parsed)
-        if current is None:
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError:
-                return text
-    except (ValueError, TypeError):
-        raise ValueError(f"{method}: cannot read {key}={value!r} as {type(current).__name__}") from None
-    return text
-
-
 # "published": the recipe dataclass defaults; "digits": those with the class's `digits_demo` changes.
 PRESETS = ("published", "digits")
 
@@ -297,15 +272,19 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
 
 
 def apply_overrides(recipe, values: dict[str, Any], what: str):
-    """A copy of the dataclass ``recipe`` with ``values`` (strings from the command line are converted to
-    each field's type); an unknown key is an error that lists the valid ones."""
-    valid = {f.name for f in dataclasses.fields(recipe)}
+    """A copy of the dataclass ``recipe`` with ``values`` converted to each field's annotated type (see
+    :mod:`unlearnx.typed`: strings from the command line, JSON/TOML values and Python objects alike); an
+    unknown key is an error that lists the valid ones."""
+    from ..typed import coerce, field_types
+
+    types = field_types(type(recipe))
+    nonfinite = getattr(recipe, "allow_nonfinite", frozenset())
     changes = {}
     for key, value in values.items():
         key = key.replace("-", "_")
-        if key not in valid:
-            raise ValueError(f"{what} has no setting {key!r}; valid settings: {', '.join(sorted(valid))}")
-        changes[key] = _coerce(value, getattr(recipe, key), key, what)
+        if key not in types:
+            raise ValueError(f"{what} has no setting {key!r}; valid settings: {', '.join(sorted(types))}")
+        changes[key] = coerce(value, types[key], what=what, key=key, allow_nonfinite=key in nonfinite)
     return dataclasses.replace(recipe, **changes)
 
 
