@@ -1,9 +1,11 @@
-"""The real CIFAR-10 JPEG tree in ../shared/data (skipped, visibly, where a checkout has none).
+"""The real CIFAR-10 JPEG tree named by $UNLEARNX_CIFAR10_JPEG, else one beside the checkout (skipped, visibly,
+where there is none).
 
 Decoding 60,000 JPEGs takes 10-30 s on 2 cores, hence ``slow``.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,8 @@ from PIL import Image
 from unlearnx.data import load
 from unlearnx.data import cache as image_cache
 
-CIFAR10_JPEG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
+CIFAR10_JPEG = Path(os.environ.get("UNLEARNX_CIFAR10_JPEG")
+                    or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg")
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 

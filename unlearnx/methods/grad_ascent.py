@@ -1,4 +1,4 @@
-"""Gradient ascent with alternating rounds (this project's seed method, methods.md §9.2).
+"""Gradient ascent with alternating rounds (unlearnx's own method, docs/methods.md §9.2).
 
 Each of ``rounds`` rounds: a short forget round (gradient *ascent* on the forget CE, realised as descent
 on −CE with plain SGD, no momentum, no weight decay) followed by a retain round (descent on the retain
