@@ -22,7 +22,8 @@ from .base import Recipe, Rule, UnlearnContext, at_least, one_of, register
 @dataclass
 class CFWRecipe(Recipe):
     source = ("3rd-place write-up (Kaggle discussion 459334: the two noise levels, the class weights 1.0/0.05) and the "
-              "Deep Unlearn port munl/unlearning/kgltop3.py (vision_confuser, the loop, the jitter at epoch epochs - 2, "
+              "Deep Unlearn port munl/unlearning/kgltop3.py (vision_confuser, the loop, the jitter at epoch "
+              "epochs - 2, "
               "CustomCrossEntropyLoss)")
     deviations = ()
     uncertain = ("noise scope: the code touches top-level conv* children only (= conv1), the write-up says 'the "

@@ -1,7 +1,7 @@
 """5th place (toshi_k & marvelworld, "CT"): transposed-kernel retraining, mixed per run with a
 pseudo-label fine-tune.
 
-Part A (toshi_k, the default): swap the kernel H/W axes of every Conv2d (1×1 convs are unchanged), then
+Part A (toshi_k): swap the kernel H/W axes of every Conv2d (1×1 convs are unchanged), then
 train on the retain set 3 epochs with CE, SGD, cosine per epoch. Like feeding transposed images: the
 features survive, so it converges faster than training from scratch. The swap is done in place on the
 same Parameter objects, so the state_dict keeps its keys and shapes (square kernels).
@@ -18,7 +18,8 @@ The original model is then fine-tuned ``epochs`` epochs, each a retain pass foll
 pseudo-labelled examples (part A's optimiser and schedule).
 
 Each run picks B with probability ``pseudo_label_fraction`` (their best private submission: 266 of 512
-runs B, 246 A), else A.
+runs B, 246 A), else A. The write-up's text was not available to this implementation: Algorithm 1's rules
+above follow a reading of it; its threshold T is not given there (see ``uncertain``).
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ class CTRecipe(Recipe):
                  "fine-tune (1 epoch at part A's settings), the scratch model (3 epochs, lr 0.05) and the "
                  "pseudo-label fine-tune (part A's schedule, a retain pass then a pseudo-label pass per epoch) "
                  "are this project's choices; when both rules keep an example the fine-tuned copy's label is "
-                 "used; whether runs picked A/B by index or at random (drawn at random here)")
+                 "used; whether runs picked A/B by index or at random (drawn at random here); the write-up itself "
+                 "could not be re-read for this recipe, the two rules follow a line-by-line reading of its Algorithm 1")
     deviations = ()
     limits = {"pseudo_label_fraction": in_range(0, 1), "probe_epochs": at_least(0), "scratch_epochs": at_least(0),
               "scratch_lr": greater_than(0), "entropy_threshold": at_least(0),

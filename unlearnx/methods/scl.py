@@ -25,7 +25,8 @@ class SCLRecipe(Recipe):
                  "the write-up's loss formulas were images, this is the loss the author says was submitted")
     limits = {"kl_lr": greater_than(0), "reverse_weight": at_least(0), "forget_lr": greater_than(0),
               "forget_eta_min": at_least(0),
-              "retain_lr": Rule("> 0, or unset (0.001 * retain_batch_size / 64)", lambda v: v is None or v > 0, (0, -1)),
+              "retain_lr": Rule("> 0, or unset (0.001 * retain_batch_size / 64)",
+                                lambda v: v is None or v > 0, (0, -1)),
               "retain_batch_size": at_least(1),  # always re-batched: no 0 = "as given" here
               "epochs": at_least(0)}             # 0 rounds: the stage-1 KL pass alone
 
@@ -47,7 +48,8 @@ class SCLRecipe(Recipe):
 @dataclass
 class SCLBiKLRecipe(SCLRecipe):
     source = ("this project's seed text (improved SCL: forget-pass loss KL(u||p) + 0.85 KL(p||u)); every "
-              "other phase is scl's (1st-place write-up, Kaggle discussion 458721, and the Deep Unlearn port kgltop1.py)")
+              "other phase is scl's (1st-place write-up, Kaggle discussion 458721, and the Deep Unlearn port "
+              "kgltop1.py)")
     deviations = ()
     uncertain = ("only the forget-phase loss is published for the improved variant; every other phase keeps "
                  "the 1st-place schedule, so the variant is an ablation of one term")
