@@ -61,31 +61,39 @@ def info():
 
 
 @main.command()
-@click.option("--details", is_flag=True, help="Also print each recipe's defaults, the digits preset's changes and what "
-                                             "the sources leave uncertain.")
-def methods(details):
+@click.option("--details", is_flag=True, help="Also print each method's source, recipe defaults, presets, what the "
+                                             "sources leave uncertain and any deviation from them.")
+@click.option("--json", "as_json", is_flag=True, help="Print the same provenance as JSON, one object per method.")
+def methods(details, as_json):
     """List the unlearning methods: name, origin, one-line description."""
+    import json
+
+    from rich.markup import escape
     from rich.table import Table
 
-    from unlearnx.methods import METHODS
+    from unlearnx.methods import METHODS, describe
 
+    described = [describe(name) for name in sorted(METHODS)]
+    if as_json:
+        click.echo(json.dumps(described, indent=2))
+        return
     table = Table(title="unlearnx methods", show_lines=details)
     table.add_column("name", style="bold")
     table.add_column("origin")
     table.add_column("what it does")
     if details:
-        table.add_column("recipe (defaults)")
-    for name in sorted(METHODS):
-        info = METHODS[name]
-        row = [name, info.origin, info.summary]
+        table.add_column("provenance and recipe (defaults)")
+    for d in described:
+        row = [d["name"], escape(d["origin"]), escape(d["summary"])]
         if details:
-            recipe = info.default_recipe()
-            text = ", ".join(f"{k}={v}" for k, v in recipe.as_dict().items())
-            if recipe.digits_demo:
-                text += f"\n[cyan]digits preset: {format_changes(recipe.digits_demo)}[/cyan]"
-            if recipe.uncertain:
-                text += f"\n[dim]uncertain: {recipe.uncertain}[/dim]"
-            row.append(text)
+            lines = [f"source: {escape(d['source'])}",
+                     "recipe: " + escape(", ".join(f"{k}={v}" for k, v in d["recipe"].items()))]
+            lines += [f"[cyan]{preset} preset: {escape(format_changes(changes))}[/cyan]"
+                      for preset, changes in d["presets"].items() if changes]
+            if d["uncertain"]:
+                lines.append(f"[dim]uncertain: {escape(d['uncertain'])}[/dim]")
+            lines.append("deviations: " + (escape("; ".join(d["deviations"])) if d["deviations"] else "none"))
+            row.append("\n".join(lines))
         table.add_row(*row)
     make_console().print(table)
 

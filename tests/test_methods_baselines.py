@@ -186,13 +186,13 @@ def test_neggrad_plus_l2_term_pulls_towards_the_original(splits, original):
         return sum(float((model.state_dict()[k] - original[k]).pow(2).sum())
                    for k, _ in model.named_parameters())
 
-    assert distance(50.0) < 0.5 * distance(0.0)
+    assert distance(100.0) < 0.5 * distance(0.0)  # lr·α·wd = 0.95: each step removes ~95% of the drift
 
 
 def test_neggrad_plus_ascends_on_forget_compared_with_pure_retain_descent(splits, original):
     plus, retain_only = fresh(original), fresh(original)
-    unlearn_splits(plus, splits, "neggrad-plus", seed=2, epochs=2, alpha=0.5)
-    unlearn_splits(retain_only, splits, "neggrad-plus", seed=2, epochs=2, alpha=1.0)
+    unlearn_splits(plus, splits, "neggrad-plus", seed=2, epochs=2, alpha=0.5, lr=0.001)
+    unlearn_splits(retain_only, splits, "neggrad-plus", seed=2, epochs=2, alpha=1.0, lr=0.001)
     assert forget_ce(plus, splits) > forget_ce(retain_only, splits)
 
 

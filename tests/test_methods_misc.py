@@ -235,17 +235,55 @@ def _forget_loss(model, splits):
 
 
 def test_grad_ascent_forgets_more_than_its_retain_rounds_alone(original, splits):
-    # Same seed, same data order; the control run skips the ascent (forget_lr 0), so any difference in
-    # forget accuracy/loss comes from the forget rounds, not from the retain rounds' extra training.
+    # The safeguarded variant. Same seed, same data order; the control run skips the ascent (forget_lr 0), so
+    # any difference in forget accuracy/loss comes from the forget rounds, not from the retain rounds' training.
     model = copy.deepcopy(original)
-    unlearn_splits(model, splits, "grad-ascent", seed=0)
+    unlearn_splits(model, splits, "grad-ascent", seed=0, variant="safeguarded")
     control = copy.deepcopy(original)
-    unlearn_splits(control, splits, "grad-ascent", seed=0, forget_lr=0.0)
+    unlearn_splits(control, splits, "grad-ascent", seed=0, variant="safeguarded", forget_lr=0.0)
     # Forget accuracy can tie on a few dozen examples; the forget loss cannot hide the ascent.
     assert _forget_loss(model, splits) > _forget_loss(control, splits)
     assert _acc(model, splits, "forget") <= _acc(control, splits, "forget")
     assert _acc(model, splits, "forget") < _acc(original, splits, "forget")
     assert _acc(model, splits, "test") > _acc(original, splits, "test") - 0.05  # guards kept it a classifier
+
+
+def test_grad_ascent_seed_variant_is_plain_alternating_sgd(splits):
+    # The seed's rule with one LR: θ += lr·∇CE(forget batch), then θ −= lr·∇CE(retain batch), no momentum,
+    # no weight decay, no cap, no clipping. Two batches of each, replayed by hand on a linear model (a second
+    # step in each direction would show any momentum).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, splits.num_classes))
+    by_hand, start = copy.deepcopy(model), copy.deepcopy(model)
+    seen = []
+
+    def record(module, inputs, output):
+        seen.append(inputs[0].detach().clone())
+
+    handle = model[1].register_forward_hook(record)
+    unlearn_splits(model, splits, "grad-ascent", seed=0, lr=0.5, forget_steps=2, retain_steps=2)
+    handle.remove()
+    assert len(seen) == 4
+    labels = {"forget": splits.forget.labels, "retain": splits.retain.labels}
+    lr = 0.5
+    for x, sign in zip(seen, (+1.0, +1.0, -1.0, -1.0)):
+        # Find the batch's labels: the flattened inputs identify the examples.
+        split = "forget" if sign > 0 else "retain"
+        flat = splits.normalization(getattr(splits, split).images).flatten(1)
+        index = torch.cdist(x, flat).argmin(1)
+        y = labels[split][index]
+        by_hand.zero_grad()
+        torch.nn.functional.cross_entropy(by_hand[1](x), y).backward()
+        with torch.no_grad():
+            for p in by_hand.parameters():
+                p.add_(sign * lr * p.grad)
+    for a, b in zip(model.state_dict().values(), by_hand.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # The control: the safeguarded variant's momentum and weight decay give other weights.
+    other = start
+    unlearn_splits(other, splits, "grad-ascent", seed=0, lr=0.5, forget_lr=0.5, forget_steps=2, retain_steps=2,
+                   variant="safeguarded", rounds=1, loss_cap=0.0, max_grad_norm=0.0)
+    assert not torch.allclose(other[1].weight, model[1].weight, atol=1e-4)
 
 
 def test_grad_ascent_cap_stops_the_push():

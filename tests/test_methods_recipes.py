@@ -32,11 +32,12 @@ SCL_BAD = {"epochs": -1, "kl_lr": 0.0, "reverse_weight": -0.1, "forget_lr": 0.0,
            "retain_batch_size": 0}
 METHOD_BAD = {
     "cfw": {"noise_std": -0.1, "jitter_std": -0.1, "other_class_weight": -1.0, "class_weights": "lots",
-            "weighting": "row", "epochs": -1},
-    "ct": {"epochs": -1, "pseudo_label_fraction": 1.1, "probe_epochs": -1, "scratch_epochs": -1, "scratch_lr": 0.0},
+            "weighting": "row", "jitter_after_epoch": -1, "epochs": -1},
+    "ct": {"epochs": -1, "pseudo_label_fraction": 1.1, "probe_epochs": -1, "scratch_epochs": -1, "scratch_lr": 0.0,
+           "entropy_threshold": -0.1},
     "finetune": {"schedule": "linear"},
-    "grad-ascent": {"rounds": 0, "forget_lr": -0.1, "retain_lr": -0.1, "retain_momentum": 1.0, "max_grad_norm": -1.0,
-                    "forget_steps": -1, "retain_steps": -1, "loss_cap": -0.5},
+    "grad-ascent": {"variant": "bounded", "rounds": 0, "forget_lr": -0.1, "retain_momentum": 1.0,
+                    "max_grad_norm": -1.0, "forget_steps": -1, "retain_steps": -1, "loss_cap": -0.5},
     "kde": {"warmup_epochs": -1, "warmup_lr": 0.0, "epochs": -1},
     "l1-sparse": {"alpha": -1e-4, "no_l1_epochs": -1},
     "msg": {"reinit_fraction": 1.5, "subset_size": -1, "kept_grad_scale": -0.1, "epochs": -1},
@@ -67,6 +68,9 @@ ACCEPTED = [
     ("reinit-cycles", {"alg1_lr": 0.0}),
     ("reinit-cycles", {"alg2_epoch_lrs": ()}),               # alg2's list is only read with schedule=alg2
     ("grad-ascent", {"forget_lr": 0.0, "loss_cap": -1.0, "max_grad_norm": 0.0}),
+    ("grad-ascent", {"variant": "safeguarded", "rounds": None}),   # unset: the variant's own count
+    ("scl", {"retain_lr": None}),                            # unset: 0.001 * retain_batch_size / 64
+    ("cfw", {"jitter_after_epoch": None}),                   # unset: epochs - 2
     ("grad-ascent", {"loss_cap": 0.0}),
     ("random-label", {"retain_batch_size": 0, "forget_batch_size": 0, "momentum": 0.0}),
     ("salun", {"threshold": 1.0}),
@@ -144,8 +148,8 @@ def test_cross_field_rules(method, values, message):
 
 
 def test_overrides_from_strings_are_checked_with_the_same_message():
-    with pytest.raises(ValueError, match=re.escape("scl: retain_lr must be > 0, got -1.0")):
-        make_recipe("scl", {"retain_lr": "-1"})
+    with pytest.raises(ValueError, match=re.escape("scl: forget_lr must be > 0, got -1.0")):
+        make_recipe("scl", {"forget_lr": "-1"})
     with pytest.raises(ValueError, match=re.escape("finetune: schedule must be 'cosine' or 'constant', got 'x'")):
         make_recipe("finetune", {"schedule": "x"})
     with pytest.raises(ValueError, match=re.escape("neggrad: forget_batch_size must be >= 0 (0 keeps the given "
@@ -202,9 +206,9 @@ def test_rule_phrases():
 def test_cli_prints_one_line_and_exits_2(tmp_path, monkeypatch):
     monkeypatch.setenv("UNLEARNX_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["unlearn", "--method", "scl", "--set", "retain_lr=-1", "--out", str(out)])
+    result = CliRunner().invoke(main, ["unlearn", "--method", "scl", "--set", "forget_lr=-1", "--out", str(out)])
     assert result.exit_code == 2, result.output
-    assert result.output.strip() == "Error: scl: retain_lr must be > 0, got -1.0"
+    assert result.output.strip() == "Error: scl: forget_lr must be > 0, got -1.0"
     assert not out.exists()
 
 

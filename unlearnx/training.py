@@ -65,13 +65,14 @@ def autocast_for(device: torch.device, dtype: torch.dtype | None):
 def run_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: LossFn, *,
               scheduler=None, progress: Progress | None = None, description: str = "train",
               amp_dtype: torch.dtype | None = None, max_steps: int | None = None,
-              before_step: Callable[[], None] | None = None) -> float:
+              before_step: Callable[[], None] | None = None, train_mode: bool = True) -> float:
     """One pass of ``loss_fn`` over ``batches``; ``scheduler`` (if any) steps after every batch.
 
     ``before_step`` runs between ``backward`` and ``optimizer.step`` (gradient masks, e.g. SalUn).
-    Returns the mean loss. Raises if the loss becomes NaN/inf, naming the phase.
+    ``train_mode=False`` trains with the model in eval mode (BatchNorm statistics frozen, as NegGrad+'s
+    sources do). Returns the mean loss. Raises if the loss becomes NaN/inf, naming the phase.
     """
-    model.train()
+    model.train(train_mode)
     progress = progress or NullProgress()
     total = len(batches) if hasattr(batches, "__len__") else None
     if max_steps is not None and total is not None:

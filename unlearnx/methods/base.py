@@ -130,8 +130,12 @@ class Recipe:
     class's :meth:`check` for rules that join several fields.
     """
 
-    # A note on which values the sources do not confirm (shown by `unlearnx methods --details`).
+    # Provenance, shown by `unlearnx methods --details/--json` (see :func:`describe`): the write-up /
+    # repository and file the recipe follows; what the sources leave open; every intentional difference
+    # from the source with its reason (empty where faithful).
+    source: ClassVar[str] = ""
     uncertain: ClassVar[str] = ""
+    deviations: ClassVar[tuple[str, ...]] = ()
     # Range rules for this class's fields, beyond or instead of COMMON_LIMITS (merged along the MRO).
     limits: ClassVar[dict[str, Rule]] = {}
     # The method's name for error messages; set by `register` on each recipe class.
@@ -234,6 +238,17 @@ def preset_changes(name: str, preset: str = "published") -> dict[str, Any]:
     if preset not in PRESETS:
         raise ValueError(f"unknown recipe preset {preset!r}; available: {', '.join(PRESETS)}")
     return dict(get_method(name).recipe.digits_demo) if preset == "digits" else {}
+
+
+def describe(name: str) -> dict[str, Any]:
+    """A method's provenance as plain data: origin, summary, source, recipe (every default), presets
+    ({preset: its changes}), uncertain, deviations. One source for `methods --json` and `--details`."""
+    info = get_method(name)
+    recipe = info.recipe
+    return {"name": name, "origin": info.origin, "summary": info.summary, "source": recipe.source,
+            "recipe": info.default_recipe().as_dict(),
+            "presets": {preset: preset_changes(name, preset) for preset in PRESETS},
+            "uncertain": recipe.uncertain, "deviations": list(recipe.deviations)}
 
 
 def make_recipe(name: str, overrides: dict[str, Any] | None = None, recipe_file=None,

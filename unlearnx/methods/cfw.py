@@ -2,23 +2,30 @@
 
 1. ``vision_confuser(0.6)``: w ← w + N(0, σ²) on every top-level child named ``conv*`` (in ResNet-18 and
    the small model: only ``conv1``, the stem). BN after it absorbs the new scale in train mode.
-2. Fine-tune on the retain set 4 epochs, SGD + cosine per epoch, class-weighted CE; after the third
-   epoch (before the last) a light ``vision_confuser(0.005)`` jitter.
+2. Fine-tune on the retain set 4 epochs, SGD + cosine per epoch, class-weighted CE; after epoch
+   ``epochs - 2`` (0-based; the port's ``if ep == epochs - 2``), i.e. before the last, a light
+   ``vision_confuser(0.005)`` jitter.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..training import cosine, run_epoch, sgd
-from .base import Recipe, UnlearnContext, at_least, one_of, register
+from .base import Recipe, Rule, UnlearnContext, at_least, one_of, register
 
 
 @dataclass
 class CFWRecipe(Recipe):
+    source = ("3rd-place write-up (Kaggle discussion 459334: the two noise levels, the class weights 1.0/0.05) and the "
+              "Deep Unlearn port munl/unlearning/kgltop3.py (vision_confuser, the loop, the jitter at epoch "
+              "epochs - 2, "
+              "CustomCrossEntropyLoss)")
+    deviations = ()
     uncertain = ("noise scope: the code touches top-level conv* children only (= conv1), the write-up says 'the "
                  "convolutional layers' (noise_all_convs=True); weights 1.0/0.05 are the write-up's, tuned for the "
                  "competition's dominant class 0 (no rationale on balanced data: use class_weights='none' or "
@@ -26,6 +33,7 @@ class CFWRecipe(Recipe):
     # weighted_class is checked at run time: its range depends on the number of classes.
     limits = {"noise_std": at_least(0), "jitter_std": at_least(0), "other_class_weight": at_least(0),
               "class_weights": one_of("writeup", "balanced", "none"), "weighting": one_of("batch", "sample"),
+              "jitter_after_epoch": Rule(">= 0, or unset (epochs - 2)", lambda v: v is None or v >= 0, (-1,)),
               "epochs": at_least(0)}  # 0 epochs: the first noise alone
 
     # Digits preset: 10x the LR, and unweighted CE: the write-up's weights (1.0 for the competition's majority
@@ -34,7 +42,7 @@ class CFWRecipe(Recipe):
 
     noise_std: float = 0.6               # first vision_confuser σ (raw 0-255 inputs in the competition)
     jitter_std: float = 0.005            # second σ, before the last epoch
-    jitter_after_epoch: int = 2          # 0-based epoch after which the jitter is applied (port: epochs - 2)
+    jitter_after_epoch: Optional[int] = None  # 0-based epoch after which the jitter comes; None: epochs - 2 (port)
     noise_all_convs: bool = False        # False: top-level conv* children (conv1); True: every Conv2d
     epochs: int = 4
     lr: float = 7e-4
@@ -44,6 +52,10 @@ class CFWRecipe(Recipe):
     weighted_class: int = 0              # the competition's majority class
     other_class_weight: float = 0.05
     weighting: str = "batch"             # batch: mean CE x mean weight of the batch (port); sample: weighted CE
+
+    def jitter_epoch(self) -> int:
+        """The 0-based epoch after which the jitter comes (-1 or beyond the last: none)."""
+        return self.epochs - 2 if self.jitter_after_epoch is None else self.jitter_after_epoch
 
 
 def confusable_convs(model: nn.Module, all_convs: bool = False) -> list[tuple[str, nn.Module]]:
@@ -102,7 +114,7 @@ def _cfw(model: nn.Module, ctx: UnlearnContext, r: CFWRecipe) -> None:
     for epoch in range(r.epochs):
         run_epoch(model, ctx.retain, optimizer, loss_fn, progress=ctx.progress, amp_dtype=ctx.amp_dtype,
                   description=f"cfw: fine-tune {epoch + 1}/{r.epochs}")
-        if epoch == r.jitter_after_epoch:
+        if epoch == r.jitter_epoch():
             vision_confuser(model, ctx, r.jitter_std, r.noise_all_convs)  # "robustness" before the last epoch
         scheduler.step()
 

@@ -31,6 +31,10 @@ PRESETS = {
 
 @dataclass
 class FineTuneRecipe(Recipe):
+    source = ("organisers' Kaggle template (kaggle.com/code/eleni30fillou/run-unlearn-finetune) and "
+              "google-deepmind/unlearning_evaluation main.py::do_unlearning")
+    uncertain = "nothing: the organisers' code is public (class_weighted is an option, off in every baseline)"
+    deviations = ()
     limits = {"schedule": one_of("cosine", "constant")}
 
     # Organisers' Kaggle template / main.py::do_unlearning.

@@ -22,6 +22,10 @@ from .base import Recipe, UnlearnContext, at_least, greater_than, register
 
 @dataclass
 class KDERecipe(Recipe):
+    source = ("6th-place write-up (Kaggle discussion 458740) and the Deep Unlearn port munl/unlearning/kgltop6.py "
+              "('adapted from' the team's notebook)")
+    deviations = ("without a validation set (the source always has one) the warm-up distils on the retain set, "
+                  "so the method still runs instead of failing",)
     uncertain = ("no T² factor and two same-direction KL terms follow the port (the organisers' paper says "
                  "'symmetric KL'); epochs/LRs are the port's; the final warm-up class subset is unknown "
                  "(warmup_classes); without a validation set the warm-up uses the retain set")

@@ -18,6 +18,9 @@ from .base import Recipe, at_least, register
 
 @dataclass
 class L1SparseRecipe(Recipe):
+    source = ("OPTML-Group/Unlearn-Sparse (arXiv 2304.04934), --unlearn FT_prune: CE + linearly decaying "
+              "l1 penalty, 10 epochs, lr 0.01")
+    deviations = ()
     uncertain = "alpha is a tuned flag in the source; 5e-4 is the value re-implementations commonly use"
     limits = {"alpha": at_least(0), "no_l1_epochs": at_least(0)}
 

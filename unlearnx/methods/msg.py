@@ -25,6 +25,9 @@ from .base import Recipe, UnlearnContext, at_least, in_range, register
 
 @dataclass
 class MSGRecipe(Recipe):
+    source = ("2nd-place write-up (Kaggle discussion 459200) and the Deep Unlearn port munl/unlearning/kgltop2.py "
+              "(gradient collection, per-layer 30% re-init, MaskConv2d 0.1 gradient factor, LinearAnnealingLR)")
+    deviations = ()
     uncertain = ("the write-up says 'globally unstructured' 30% but the port selects 30% per conv layer "
                  "(global_selection=True gives the global reading); retraining epochs/LR/wd are the port's values")
     limits = {"reinit_fraction": in_range(0, 1), "subset_size": at_least(0, "0 = |D_f|"),

@@ -16,6 +16,9 @@ from .base import Recipe, register
 
 @dataclass
 class NegGradRecipe(Recipe):
+    source = ("OPTML-Group/Unlearn-Saliency and Unlearn-Sparse, Classification/unlearn/GA.py (CIFAR-10: "
+              "5 epochs, lr 1e-4, SGD momentum 0.9, wd 5e-4, batch 256)")
+    deviations = ()
     uncertain = "the SalUn/Sparse LR (1e-4) is tuned per setting; the sources call GA very LR-sensitive"
 
     # SalUn/Sparse CIFAR-10: 5 epochs, lr 1e-4, SGD momentum 0.9, wd 5e-4, batch 256.

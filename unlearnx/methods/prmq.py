@@ -25,6 +25,9 @@ from .base import Recipe, UnlearnContext, at_least, in_range, register
 
 @dataclass
 class PRMQRecipe(Recipe):
+    source = ("4th-place write-up (Kaggle discussion 459148) and the Deep Unlearn port munl/unlearning/kgltop4.py "
+              "('copied from the notebook')")
+    deviations = ()
     uncertain = ("class counts come from the retain set (the port's choice; the author 'assumed they can be "
                  "obtained directly'); whether the fp16 round trip was in the submission")
     limits = {"prune_amount": in_range(0, 1), "epochs": at_least(0), "entropy_weight": at_least(0)}

@@ -20,6 +20,9 @@ from .base import Recipe, register
 
 @dataclass
 class RandomLabelRecipe(Recipe):
+    source = ("OPTML-Group/Unlearn-Saliency (commit a6e89fd), Classification/unlearn/RL.py, the "
+              "CIFAR-10 branch")
+    deviations = ()
     uncertain = ("the code default lr 0.01 is tuned in 0.01-0.1 in the SalUn/Sparse papers; "
                  "the CIFAR-100/TinyImageNet branch (one merged loader) is not reproduced")
 

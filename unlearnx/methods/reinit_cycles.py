@@ -30,6 +30,9 @@ from .base import Recipe, at_least, each, one_of, register
 
 @dataclass
 class ReinitCyclesRecipe(Recipe):
+    source = ("8th-place write-up (Kaggle discussion 458715) and the team page "
+              "junhyunb.github.io/en/projects/neurips2023-unlearning (Algorithms 1 and 2); no code is public")
+    deviations = ()
     uncertain = ("no code is public: SGD momentum 0.9 / weight decay 5e-4 (the organisers' fine-tune template they "
                  "started from) is assumed; re-init = reset_parameters(); BN layers kept out of the pool by "
                  "default; MSE on logits, not softmax; cosine restarted per cycle and stepped per epoch; a new "

@@ -21,6 +21,9 @@ from .base import Recipe, at_least, one_of, register
 
 @dataclass
 class RetrainRecipe(Recipe):
+    source = ("google-deepmind/unlearning_evaluation (commit ffae0ff) train_lib.py / main.py: the organisers' "
+              "original and oracle training")
+    deviations = ()
     """The fields of :class:`~unlearnx.training.TrainRecipe`, defaulting to its competition preset."""
 
     uncertain = ("the organisers keep the best-validation checkpoint from epoch 20 on (min_save_epoch=20); "

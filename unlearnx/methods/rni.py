@@ -7,8 +7,9 @@ were copied from the notebook:
 2. Stage 2 (epochs ``0 .. epochs - fine_epochs - 1``): each epoch a new SGD optimiser trains
    ``layer_select`` tensors drawn at random from the parameters whose name lacks ``"bn"`` (convs,
    ``downsample.*``, ``fc.*``) plus every ``bn`` tensor; all others are frozen. From epoch
-   ``reset_epochs`` on, ``int(noise_ratio * layer_select)`` of the drawn tensors get additive noise
-   ``p += noise_std * N(0, 1)``, skipping tensors already selected in an earlier epoch.
+   ``reset_epochs`` on (from epoch 0 when ``reset_fc`` is off, as the port gates it),
+   ``int(noise_ratio * layer_select)`` of the drawn tensors get additive noise ``p += noise_std * N(0, 1)``,
+   skipping tensors already selected in an earlier epoch.
 3. Stage 3 (the last ``fine_epochs`` epochs): everything trainable, no noise, LR ``fine_lrs[i]``.
 
 Randomness: FC re-init (torch's global RNG), tensor choice, noise choice and values, data order.
@@ -26,6 +27,9 @@ from .base import Recipe, at_least, each, in_range, one_of, register
 
 @dataclass
 class RNIRecipe(Recipe):
+    source = ("7th-place write-up (Kaggle discussion 459095) and the Deep Unlearn port munl/unlearning/kgltop7.py "
+              "(values 'copied as provided in the notebook')")
+    deviations = ()
     uncertain = ("the six-entry fine LR list against four fine epochs looks like a leftover (only the first four "
                  "are used); stage-1 scope: the port trains only the drawn tensors, the write-up says the whole "
                  "model; the port skips noise on tensors *selected* in any earlier epoch (skip_rule='selected'), "
@@ -132,7 +136,8 @@ def _rni(model: nn.Module, ctx, r: RNIRecipe) -> None:
         for epoch in range(r.epochs):
             if epoch < stage2_epochs:
                 trainable = select_trainable(model, r, ctx.generator)
-                if epoch >= r.reset_epochs:
+                # The port's gate: the first reset_epochs epochs go without noise only when fc was reset.
+                if not r.reset_fc or epoch >= r.reset_epochs:
                     skip = already_selected if r.skip_rule == "selected" else already_noised
                     already_noised.update(add_noise(model, trainable, skip, r, ctx))
                 already_selected.update(trainable)

@@ -24,6 +24,9 @@ from .random_label import RandomLabelRecipe, rl_epochs
 
 @dataclass
 class SalUnRecipe(RandomLabelRecipe):
+    source = ("OPTML-Group/Unlearn-Saliency (commit a6e89fd), Classification/generate_mask.py (threshold 0.5) "
+              "and unlearn/RL.py with the mask, CIFAR-10 10% example (lr 0.013, 10 epochs)")
+    deviations = ()
     uncertain = ("lr 0.013 is the repo's CIFAR-10 10% example (an older README showed 0.1; Deep Unlearn uses "
                  "0.01 without momentum); users report forget accuracy staying > 90% unless the LR is raised")
     limits = {"threshold": in_range(0, 1, closed=(False, True))}  # the mask keeps at least one entry

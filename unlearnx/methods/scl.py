@@ -8,19 +8,25 @@ Three SGD optimisers over the same parameters, each with its own momentum, as th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from ..training import cosine, cross_entropy, run_epoch, sgd
-from .base import Recipe, at_least, greater_than, register
+from .base import Recipe, Rule, at_least, greater_than, register
 
 
 @dataclass
 class SCLRecipe(Recipe):
+    source = ("1st-place write-up (Kaggle discussion 458721, with the forget-round code) and the Deep Unlearn port "
+              "munl/unlearning/kgltop1.py (retain batch 256, retain lr 0.001 * batch / 64)")
+    deviations = ()
     uncertain = ("retain batch 256 comes from the Deep Unlearn port and the write-up's bs-256 remark; "
                  "the write-up's loss formulas were images, this is the loss the author says was submitted")
     limits = {"kl_lr": greater_than(0), "reverse_weight": at_least(0), "forget_lr": greater_than(0),
-              "forget_eta_min": at_least(0), "retain_lr": greater_than(0),
+              "forget_eta_min": at_least(0),
+              "retain_lr": Rule("> 0, or unset (0.001 * retain_batch_size / 64)",
+                                lambda v: v is None or v > 0, (0, -1)),
               "retain_batch_size": at_least(1),  # always re-batched: no 0 = "as given" here
               "epochs": at_least(0)}             # 0 rounds: the stage-1 KL pass alone
 
@@ -30,14 +36,21 @@ class SCLRecipe(Recipe):
     temperature: float = 1.15
     forget_lr: float = 3e-4            # contrastive rounds, cosine to forget_eta_min over all rounds
     forget_eta_min: float = 1e-6
-    retain_lr: float = 0.004           # 0.001 * retain_batch_size / 64
+    retain_lr: Optional[float] = None  # None: 0.001 * retain_batch_size / 64 (0.004 at 256), as the port computes it
     retain_weight_decay: float = 1e-2
     retain_batch_size: int = 256
     momentum: float = 0.9
 
+    def retain_learning_rate(self) -> float:
+        return self.retain_lr if self.retain_lr is not None else 0.001 * self.retain_batch_size / 64
+
 
 @dataclass
 class SCLBiKLRecipe(SCLRecipe):
+    source = ("this project's seed text (improved SCL: forget-pass loss KL(u||p) + 0.85 KL(p||u)); every "
+              "other phase is scl's (1st-place write-up, Kaggle discussion 458721, and the Deep Unlearn port "
+              "kgltop1.py)")
+    deviations = ()
     uncertain = ("only the forget-phase loss is published for the improved variant; every other phase keeps "
                  "the 1st-place schedule, so the variant is an ablation of one term")
 
@@ -64,7 +77,7 @@ def _scl(model, ctx, r: SCLRecipe) -> None:
     retain_epoch = ctx.retain.rebatch(r.retain_batch_size, shuffle=True)
     forget_opt = sgd(model.parameters(), r.forget_lr, r.momentum)
     forget_sched = cosine(forget_opt, len(ctx.forget) * r.epochs, eta_min=r.forget_eta_min)
-    retain_opt = sgd(model.parameters(), r.retain_lr, r.momentum, r.retain_weight_decay)
+    retain_opt = sgd(model.parameters(), r.retain_learning_rate(), r.momentum, r.retain_weight_decay)
     ce = cross_entropy()
 
     for epoch in range(r.epochs):

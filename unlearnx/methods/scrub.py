@@ -24,8 +24,15 @@ from .base import Recipe, at_least, each, register
 
 @dataclass
 class ScrubRecipe(Recipe):
-    uncertain = ("the large-scale notebook's values are for CIFAR-10 ResNets; Deep Unlearn's 'scrubv2' uses "
-                 "gamma 1, alpha 0.5, T 2, msteps 3, 5 epochs, retain bs 32, forget bs 64 (set them with --set)")
+    source = ("SCRUB repo (meghdadk/SCRUB, commit 98ffb11) large_scale_unlearning.ipynb (args cell and the "
+              "SCRUB loop) with thirdparty/repdistiller/helper/loops.py::train_distill and DistillKL")
+    uncertain = ("batch sizes: the notebook sets sgda_batch_size=128 and del_batch_size=32, but its SCRUB loop calls "
+                 "train_distill(epoch, forget_loader, ...) and train_distill(epoch, retain_loader, ...), loaders "
+                 "built earlier with batch_size=512 (forget) and 256 (retain), and train_distill iterates the "
+                 "loader it is given: 256/512 are the batches the source trains on, 128/32 are never read. The "
+                 "values are for CIFAR-10 ResNets; Deep Unlearn's 'scrubv2' uses gamma 1, alpha 0.5, T 2, msteps "
+                 "3, 5 epochs, retain bs 32, forget bs 64 (set them with --set)")
+    deviations = ()
     limits = {"msteps": at_least(0), "gamma": at_least(0), "alpha": at_least(0), "lr_decay_rate": at_least(0),
               "lr_decay_epochs": each(at_least(0))}
 
@@ -38,8 +45,8 @@ class ScrubRecipe(Recipe):
     temperature: float = 4.0           # kd_T
     gamma: float = 0.99                # weight of CE on retain
     alpha: float = 0.001               # weight of KL_T on retain
-    retain_batch_size: int = 128       # sgda_batch_size (0 keeps the given batches)
-    forget_batch_size: int = 32        # del_batch_size (0 keeps the given batches)
+    retain_batch_size: int = 256       # retain_loader's batch, the one the loop iterates (0 keeps the given batches)
+    forget_batch_size: int = 512       # forget_loader's batch, the one the loop iterates (0 keeps the given batches)
     lr_decay_epochs: tuple[int, ...] = (3, 5, 9)
     lr_decay_rate: float = 0.1
     # The source's third term β·KD is 0 with its 'kd' setting, so it is not exposed.
