@@ -62,6 +62,12 @@ sanitize_check() {
       tests/simt/sanitize_main.cpp -o "$OUT/simt_$san" -pthread
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 TSAN_OPTIONS=halt_on_error=1 "$OUT/simt_$san"
   done
+  echo "== ThreadSanitizer reports a missing __syncthreads (toy kernel)"
+  if TSAN_OPTIONS=halt_on_error=1 "$OUT/simt_thread" --toy-race >"$OUT/race.log" 2>&1 \
+      || ! grep -q "data race" "$OUT/race.log"; then
+    cat "$OUT/race.log"; echo "cuda_checks: ThreadSanitizer did not report the toy kernel's race"; return 1
+  fi
+  echo "  reported"
 }
 
 case "$what" in

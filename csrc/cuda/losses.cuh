@@ -20,10 +20,12 @@ __device__ __forceinline__ acc_t warp_max(acc_t v) {
 }
 
 // grad may be null (loss only).
+// grad is in acc_t: half/bfloat16 gradients are rounded only after the backward scales them.
+// log_softmax is (z - m) - log(sum): z - (m + log(sum)) would round at the magnitude of z.
 template <typename scalar_t, typename acc_t>
 __global__ void bikl_rows_kernel(const scalar_t* __restrict__ logits, const scalar_t* __restrict__ target,
                                  acc_t w, int64_t B, int64_t C, acc_t inv_B, acc_t* __restrict__ row_loss,
-                                 scalar_t* __restrict__ grad) {
+                                 acc_t* __restrict__ grad) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= B) return;  // whole warps exit together
@@ -34,11 +36,11 @@ __global__ void bikl_rows_kernel(const scalar_t* __restrict__ logits, const scal
   m = warp_max(m);
   acc_t sum_exp = 0;
   for (int64_t j = lane; j < C; j += kWarp) sum_exp += exp(static_cast<acc_t>(z[j]) - m);
-  const acc_t log_sum = log(warp_sum(sum_exp)) + m;
+  const acc_t log_sum = log(warp_sum(sum_exp));
   const bool reverse = w != acc_t(0);  // skipped, not multiplied by 0: a zero target makes it inf
   acc_t fwd = 0, rev = 0, sum_t = 0;
   for (int64_t j = lane; j < C; j += kWarp) {
-    const acc_t ls = static_cast<acc_t>(z[j]) - log_sum, tj = static_cast<acc_t>(t[j]);
+    const acc_t ls = (static_cast<acc_t>(z[j]) - m) - log_sum, tj = static_cast<acc_t>(t[j]);
     const acc_t lt = log(tj), p = exp(ls);
     fwd += (tj == acc_t(0) ? acc_t(0) : tj * lt) - tj * ls;
     rev += reverse ? p * (ls - lt) : acc_t(0);
@@ -50,10 +52,10 @@ __global__ void bikl_rows_kernel(const scalar_t* __restrict__ logits, const scal
   if (lane == 0) row_loss[row] = reverse ? fwd + w * rev : fwd;
   if (grad == nullptr) return;
   for (int64_t j = lane; j < C; j += kWarp) {
-    const acc_t ls = static_cast<acc_t>(z[j]) - log_sum, tj = static_cast<acc_t>(t[j]);
+    const acc_t ls = (static_cast<acc_t>(z[j]) - m) - log_sum, tj = static_cast<acc_t>(t[j]);
     const acc_t lt = log(tj), p = exp(ls);
     const acc_t rterm = reverse ? w * p * (ls - lt - rev) : acc_t(0);
-    grad[row * C + j] = static_cast<scalar_t>((p * sum_t - tj + rterm) * inv_B);
+    grad[row * C + j] = (p * sum_t - tj + rterm) * inv_B;
   }
 }
 

@@ -8,6 +8,10 @@
 
 #include <optional>
 
+#ifdef __USE_FAST_MATH__
+#error "reinit.cu must not be compiled with --use_fast_math: its normal_ draws must match the reference's"
+#endif
+
 #include "common.h"
 #include "cuda/launch_cuda.cuh"
 #include "cuda/reinit_host.h"
@@ -26,7 +30,8 @@ at::Tensor masked_reinit_cuda(at::Tensor& weight, const at::Tensor& scores, doub
     gen = at::make_generator<at::CUDAGeneratorImpl>(weight.device().index());
     gen->set_current_seed(static_cast<uint64_t>(*seed));
   }
-  const at::Tensor noise = cuda::masked_reinit_noise_buffer(weight, k).normal_(0.0, std_dev, gen);
+  // k draws in the weight's dtype, as the CPU kernel and the reference draw them.
+  const at::Tensor noise = at::empty({k}, weight.options()).normal_(0.0, std_dev, gen);
   return cuda::masked_reinit(cuda::CudaLaunch{}, weight, scores, k, largest, noise);
 }
 

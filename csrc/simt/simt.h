@@ -1,6 +1,7 @@
 // SIMT emulation for tests: runs the CUDA kernels of csrc/cuda/*.cuh on the CPU, unchanged.
 //
-// Every CUDA thread of a block is a std::thread; blocks run one after another. __syncthreads is a
+// Blocks run one after another. Under the parallel schedule every CUDA thread of a block is a std::thread;
+// under the serial schedules it is a fiber (ucontext) on the launching thread. __syncthreads is a
 // per-block barrier, __shfl_*_sync a per-warp exchange, atomics are std::atomic_ref, __shared__
 // storage is static (one block runs at a time, so it is per block). Misuse that a GPU would turn into
 // silent garbage or a hang fails loudly instead (simt::Error naming the thread): a shuffle whose mask
@@ -8,7 +9,7 @@
 // from a lane outside the mask, __syncthreads after some threads of the block returned, a deadlock.
 //
 // Schedules: kParallel lets the threads run freely (for ThreadSanitizer, which sees the real
-// happens-before order); kForward / kReverse run one thread at a time, switching only at
+// happens-before order); kForward / kReverse run one fiber at a time, switching only at
 // __syncthreads, shuffles and exits, in thread order or reverse thread order. A kernel whose result
 // depends on the order of its threads between two barriers (a missing __syncthreads) gives different
 // results under kForward and kReverse, deterministically.
@@ -31,12 +32,15 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
+
+#include <ucontext.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
@@ -94,7 +98,7 @@ struct Warp {
 struct Block {
   Block(unsigned n, Schedule s)
       : threads(n), schedule(s), exited(n, 0), live(n), warps((n + kWarpSize - 1) / kWarpSize),
-        warp_cv((n + kWarpSize - 1) / kWarpSize), thread_cv(n), ready(n) {}
+        warp_cv((n + kWarpSize - 1) / kWarpSize), ready(n), finished(n, 0) {}
   const unsigned threads;
   const Schedule schedule;
   std::mutex mu;
@@ -105,10 +109,11 @@ struct Block {
   std::condition_variable barrier_cv;
   std::vector<Warp> warps;
   std::vector<std::condition_variable> warp_cv;
-  // Serial schedules: only the thread holding the baton runs; a blocked thread's wait condition.
-  int baton = -1;
-  std::vector<std::condition_variable> thread_cv;
+  // Serial schedules: a blocked fiber's wait condition, and whether its kernel body has ended.
   std::vector<std::function<bool()>> ready;
+  std::vector<char> finished;
+  ucontext_t scheduler;
+  std::vector<ucontext_t>* fibers = nullptr;
   bool failed = false;
   std::string error;
 };
@@ -139,34 +144,20 @@ inline std::string where(const ThreadContext& c) {
   }
   b.barrier_cv.notify_all();
   for (auto& cv : b.warp_cv) cv.notify_all();
-  for (auto& cv : b.thread_cv) cv.notify_all();
   throw Aborted{};
 }
 
-// Serial schedules: hand the baton to the next thread (in schedule order after `me`, `me` last)
-// that has not exited and whose wait condition holds.
-inline void pass_baton(Block& b, unsigned me) {
-  const unsigned n = b.threads;
-  for (unsigned step = 1; step <= n; ++step) {
-    const unsigned t = b.schedule == Schedule::kForward ? (me + step) % n : (me + n - step) % n;
-    if (b.exited[t] || (b.ready[t] && !b.ready[t]())) continue;
-    b.baton = static_cast<int>(t);
-    b.thread_cv[t].notify_one();
-    return;
-  }
-  b.baton = -1;
-  if (b.live > 0) fail(b, "simt: deadlock: every live thread waits at a __syncthreads or shuffle that cannot complete");
-}
-
-// Under the lock: block until `done` holds (parallel) or until it holds and the baton comes back (serial).
+// Under the lock: block until `done` holds (parallel), or yield to the scheduler, which resumes this
+// fiber once `done` holds and its turn comes (serial).
 inline void wait(Block& b, std::unique_lock<std::mutex>& lk, unsigned me, std::condition_variable& cv,
                  std::function<bool()> done) {
   if (b.schedule == Schedule::kParallel) {
     cv.wait(lk, [&] { return b.failed || done(); });
   } else {
     b.ready[me] = std::move(done);
-    pass_baton(b, me);
-    b.thread_cv[me].wait(lk, [&] { return b.failed || b.baton == static_cast<int>(me); });
+    lk.unlock();  // one OS thread runs every fiber: never switch while holding the lock
+    swapcontext(&(*b.fibers)[me], &b.scheduler);
+    lk.lock();
     b.ready[me] = nullptr;
   }
   if (b.failed) throw Aborted{};
@@ -257,33 +248,93 @@ inline void set_flush_to_zero() {
 #endif
 }
 
-inline void thread_main(Block& b, ThreadContext ctx, const std::function<void()>& body) {
-  t_context = &ctx;
+inline void thread_main(Block& b, ThreadContext* ctx, const std::function<void()>& body) {
+  t_context = ctx;
   if (options().flush_to_zero) set_flush_to_zero();
   try {
-    if (b.schedule != Schedule::kParallel) {
-      std::unique_lock<std::mutex> lk(b.mu);
-      b.thread_cv[ctx.tid].wait(lk, [&] { return b.failed || b.baton == static_cast<int>(ctx.tid); });
-      if (b.failed) throw Aborted{};
-    }
     body();
     std::unique_lock<std::mutex> lk(b.mu);
     if (b.failed) throw Aborted{};
-    b.exited[ctx.tid] = 1;
+    b.exited[ctx->tid] = 1;
     --b.live;
     if (b.barrier_arrived > 0)
-      fail(b, "simt: " + where(ctx) + " returned while other threads wait at __syncthreads");
-    const unsigned w = ctx.tid / kWarpSize;
-    if (b.warps[w].arrived > 0 && (b.warps[w].mask >> (ctx.tid % kWarpSize) & 1u))
-      fail(b, "simt: " + where(ctx) + " returned while lanes of its warp wait in a shuffle naming it");
-    if (b.schedule != Schedule::kParallel) pass_baton(b, ctx.tid);
+      fail(b, "simt: " + where(*ctx) + " returned while other threads wait at __syncthreads");
+    const unsigned w = ctx->tid / kWarpSize;
+    if (b.warps[w].arrived > 0 && (b.warps[w].mask >> (ctx->tid % kWarpSize) & 1u))
+      fail(b, "simt: " + where(*ctx) + " returned while lanes of its warp wait in a shuffle naming it");
   } catch (const Aborted&) {
   } catch (const std::exception& e) {
     std::unique_lock<std::mutex> lk(b.mu);
     try {
-      fail(b, std::string("simt: exception in ") + where(ctx) + ": " + e.what());
+      fail(b, std::string("simt: exception in ") + where(*ctx) + ": " + e.what());
     } catch (const Aborted&) {
     }
+  }
+  t_context = nullptr;
+}
+
+// The serial schedules' fibers: stacks kept between launches.
+struct FiberSet {
+  static constexpr size_t kStack = 256 * 1024;
+  std::vector<ucontext_t> contexts;
+  std::vector<std::unique_ptr<char[]>> stacks;
+  Block* block = nullptr;
+  std::vector<ThreadContext>* threads = nullptr;
+  const std::function<void()>* body = nullptr;
+  unsigned current = 0;
+};
+
+inline FiberSet& fiber_set() {
+  static FiberSet set;
+  return set;
+}
+
+inline void fiber_entry() {
+  FiberSet& f = fiber_set();
+  const unsigned t = f.current;
+  thread_main(*f.block, &(*f.threads)[t], *f.body);
+  f.block->finished[t] = 1;
+}  // returns to uc_link, the scheduler
+
+// Runs one block's fibers to completion: the next fiber in schedule order after the last one run (itself
+// last) that has not finished and whose wait condition holds. After a failure every unfinished fiber is
+// resumed once, to unwind.
+inline void run_fibers(Block& b, std::vector<ThreadContext>& threads, const std::function<void()>& body) {
+  FiberSet& f = fiber_set();
+  const unsigned n = b.threads;
+  if (f.contexts.size() < n) f.contexts.resize(n);
+  while (f.stacks.size() < n) f.stacks.emplace_back(new char[FiberSet::kStack]);
+  for (unsigned t = 0; t < n; ++t) {
+    ucontext_t& c = f.contexts[t];
+    getcontext(&c);
+    c.uc_stack.ss_sp = f.stacks[t].get();
+    c.uc_stack.ss_size = FiberSet::kStack;
+    c.uc_link = &b.scheduler;
+    makecontext(&c, fiber_entry, 0);
+  }
+  f.block = &b;
+  f.threads = &threads;
+  f.body = &body;
+  b.fibers = &f.contexts;
+  const bool forward = b.schedule == Schedule::kForward;
+  unsigned last = forward ? n - 1 : 0;
+  for (;;) {
+    int next = -1;
+    for (unsigned step = 1; step <= n && next < 0; ++step) {
+      const unsigned t = forward ? (last + step) % n : (last + n - step) % n;
+      if (b.finished[t]) continue;
+      if (b.failed || !b.ready[t] || b.ready[t]()) next = static_cast<int>(t);
+    }
+    if (next < 0) {
+      if (std::all_of(b.finished.begin(), b.finished.end(), [](char d) { return d != 0; })) break;
+      b.failed = true;
+      b.error = "simt: deadlock: every live thread waits at a __syncthreads or shuffle that cannot complete";
+      continue;
+    }
+    last = static_cast<unsigned>(next);
+    f.current = last;
+    t_context = &threads[last];
+    swapcontext(&b.scheduler, &f.contexts[last]);
   }
   t_context = nullptr;
 }
@@ -305,19 +356,29 @@ void launch(dim3 grid, dim3 block, Kernel kernel, Args... args) {
   std::lock_guard<std::mutex> serialise(detail::launch_mutex());  // __shared__ is static: one block at a time
   const Schedule schedule = options().schedule;
   const std::function<void()> body = [&] { kernel(args...); };
+  struct FloatEnvironment {  // flush-to-zero is set per thread: restore the launching thread's
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned saved = _mm_getcsr();
+    ~FloatEnvironment() { _mm_setcsr(saved); }
+#elif defined(__aarch64__)
+    uint64_t saved = [] { uint64_t v; asm volatile("mrs %0, fpcr" : "=r"(v)); return v; }();
+    ~FloatEnvironment() { asm volatile("msr fpcr, %0" : : "r"(saved)); }
+#endif
+  } restore;
   for (unsigned bx = 0; bx < grid.x; ++bx) {
     detail::Block b(block.x, schedule);
-    std::vector<std::thread> threads;
-    threads.reserve(block.x);
-    for (unsigned t = 0; t < block.x; ++t)
-      threads.emplace_back(detail::thread_main, std::ref(b),
-                           detail::ThreadContext{&b, t, dim3(t), dim3(bx), block, grid}, std::cref(body));
-    if (schedule != Schedule::kParallel) {
-      std::lock_guard<std::mutex> lk(b.mu);
-      b.baton = schedule == Schedule::kForward ? 0 : static_cast<int>(block.x) - 1;
-      b.thread_cv[b.baton].notify_one();
+    std::vector<detail::ThreadContext> contexts;
+    contexts.reserve(block.x);
+    for (unsigned t = 0; t < block.x; ++t) contexts.push_back(detail::ThreadContext{&b, t, dim3(t), dim3(bx), block, grid});
+    if (schedule == Schedule::kParallel) {
+      std::vector<std::thread> threads;
+      threads.reserve(block.x);
+      for (unsigned t = 0; t < block.x; ++t)
+        threads.emplace_back(detail::thread_main, std::ref(b), &contexts[t], std::cref(body));
+      for (auto& th : threads) th.join();
+    } else {
+      detail::run_fibers(b, contexts, body);
     }
-    for (auto& th : threads) th.join();
     if (b.failed) throw Error(b.error);
   }
 }

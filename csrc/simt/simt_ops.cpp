@@ -65,7 +65,7 @@ at::Tensor masked_reinit(at::Tensor& weight, const at::Tensor& scores, double fr
   const int64_t k = check_reinit_inputs(weight, scores, fraction, std_dev);
   if (k == 0) return at::zeros(weight.sizes(), weight.options().dtype(at::kBool));
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
-  const at::Tensor noise = cuda::masked_reinit_noise_buffer(weight, k).normal_(0.0, std_dev, gen);
+  const at::Tensor noise = at::empty({k}, weight.options()).normal_(0.0, std_dev, gen);
   return cuda::masked_reinit(EmulatedLaunch{}, weight, scores, k, largest, noise);
 }
 
