@@ -9,13 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
 PY="${PYTHON:-python}"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 
 ptx_check() {
-  local cuda_home="${CUDA_HOME:-/usr/local/cuda}"
-  local nvcc="$cuda_home/bin/nvcc"
+  local nvcc="$CUDA_HOME/bin/nvcc"
   [ -x "$nvcc" ] || { echo "cuda_checks: no nvcc at $nvcc (set CUDA_HOME)"; exit 1; }
   local arch="${UNLEARNX_CHECK_ARCH:-90}"
   # Include paths and defines as torch's CUDAExtension uses them; the nvcc flags the build uses.
@@ -29,6 +29,8 @@ PY
 )
   # The optimisation flags of setup.py (no --use_fast_math: each .cu refuses it, see their headers).
   local flags=(-O3 -DNDEBUG)
+  read -r -a extra <<<"${NVCC_FLAGS:-}"
+  flags+=("${extra[@]}")
   local fail=0
   for cu in csrc/cuda/*.cu; do
     local log="$OUT/$(basename "$cu").log"
@@ -42,9 +44,11 @@ PY
     fi
     # ptxas prints, per kernel: "Compiling entry function '<mangled>'" then "... bytes spill stores, ... spill loads".
     if [[ "$cu" == *losses.cu ]]; then
-      awk '/Compiling entry function/ {fn=$0} /spill/ && fn ~ /(bikl|scl)_rows_kernel/ {
-             if ($0 ~ /[1-9][0-9]* bytes spill (stores|loads)/) {print "SPILL in " fn ": " $0; bad=1}}
-           END {exit bad}' "$log" || { echo "cuda_checks: register spills in the loss kernels"; fail=1; }
+      awk '/Compiling entry function/ {fn=$0; sub(/.*function .?/, "", fn); sub(/.? for .*/, "", fn)}
+           fn ~ /(bikl|scl)_rows_kernel/ && (/spill/ || /Used [0-9]+ registers/) {print "  " fn ": " $0}
+           /spill/ && fn ~ /(bikl|scl)_rows_kernel/ && /[1-9][0-9]* bytes spill (stores|loads)/ {bad=1}
+           END {exit bad}' "$log" | sed -E 's/ptxas info *: //' \
+        || { echo "cuda_checks: register spills in the loss kernels"; fail=1; }
       grep -c "Compiling entry function" "$log" | xargs echo "  kernels compiled:"
     fi
   done
