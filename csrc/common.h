@@ -61,7 +61,8 @@ inline at::Tensor scale_saved_grad(const at::Tensor& grad_output, const at::Tens
 // The saved gradients of half/bfloat16 inputs stay in float32 (their accumulation type) until scaled by
 // grad_output; the autograd kernels then round once to the input's dtype with this.
 inline at::Tensor to_input_dtype(const at::Tensor& grad, const at::Tensor& input) {
-  return grad.defined() && grad.numel() && grad.scalar_type() != input.scalar_type() ? grad.to(input.scalar_type()) : grad;
+  // No numel()/sizes() here: under torch.compile the sizes are symbolic.
+  return grad.defined() && grad.scalar_type() != input.scalar_type() ? grad.to(input.scalar_type()) : grad;
 }
 
 inline at::Tensor bikl_loss_backward(const at::Tensor& grad_output, const at::Tensor& grad_logits) {
