@@ -4,7 +4,7 @@ C++ CPU kernels are always built. CUDA kernels are added when a CUDA toolkit is 
 (``CUDA_HOME``, defaulting to /usr/local/cuda), when ``FORCE_CUDA=1``, or when
 ``TORCH_CUDA_ARCH_LIST`` is set; ``FORCE_CPU=1`` turns them off whatever else is set.
 
-Environment switches: FORCE_CUDA, FORCE_CPU, TORCH_CUDA_ARCH_LIST (default "8.0;9.0" when no GPU is
+Environment switches: FORCE_CUDA, FORCE_CPU, TORCH_CUDA_ARCH_LIST (default "8.0;9.0+PTX" when no GPU is
 visible), NVCC_FLAGS (extra nvcc flags), DEBUG=1 (-O0 -g), MAX_JOBS (ninja parallelism).
 """
 import glob
@@ -40,9 +40,10 @@ if BUILD_CUDA and not TOOLKIT_FOUND:
     sys.exit("unlearnx: a CUDA build was asked for (FORCE_CUDA/TORCH_CUDA_ARCH_LIST) but no nvcc was found; "
              "set CUDA_HOME to your CUDA toolkit")
 if BUILD_CUDA and not ARCH_LIST_SET:
-    # No GPU to ask: compile for Ampere and Hopper (A100, H100/H200).
+    # No GPU to ask: compile for Ampere and Hopper (A100, H100/H200), plus PTX of the newest so that
+    # later GPUs can JIT-compile the kernels.
     if not torch.cuda.is_available():
-        os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
 
 cpu_sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
 cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) if BUILD_CUDA else []
@@ -53,7 +54,8 @@ cxx_flags = ["-O0", "-g"] if DEBUG else ["-O3", "-DNDEBUG"]
 cxx_flags += ["-std=c++20"]  # torch >= 2.10 headers require C++20
 if openmp and platform.system() == "Linux":
     cxx_flags += ["-fopenmp"]
-nvcc_flags = (["-O0", "-g", "-lineinfo"] if DEBUG else ["-O3", "-DNDEBUG"]) + ["--use_fast_math"]
+# No --use_fast_math: its flush-to-zero changes results (each .cu file says why and refuses the flag).
+nvcc_flags = ["-O0", "-g", "-lineinfo"] if DEBUG else ["-O3", "-DNDEBUG"]
 nvcc_flags += os.environ.get("NVCC_FLAGS", "").split()
 define_macros = [("WITH_CUDA", None)] if BUILD_CUDA else []
 

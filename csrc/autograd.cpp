@@ -9,6 +9,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include "common.h"
+
 namespace unlearnx {
 namespace {
 
@@ -94,7 +96,7 @@ class BiklLoss : public torch::autograd::Function<BiklLoss> {
     at::Tensor grad_logits;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      grad_logits = bikl_bwd_op().call(grad_outputs[0], saved[0]);
+      grad_logits = to_input_dtype(bikl_bwd_op().call(grad_outputs[0], saved[0]), saved[1]);
     }
     if (at::GradMode::is_enabled())
       grad_logits = NoDoubleBackward1::apply(grad_logits, saved[1]);
@@ -120,7 +122,7 @@ class SclLoss : public torch::autograd::Function<SclLoss> {
     {
       at::AutoDispatchBelowADInplaceOrView guard;
       auto [gF, gR] = scl_bwd_op().call(grad_outputs[0], saved[0], saved[1]);
-      grads = {gF, gR};
+      grads = {to_input_dtype(gF, saved[2]), to_input_dtype(gR, saved[3])};
     }
     if (at::GradMode::is_enabled()) grads = NoDoubleBackward2::apply(grads[0], grads[1], saved[2], saved[3]);
     return {ctx->saved_data["grad_f"].toBool() ? grads[0] : at::Tensor(),

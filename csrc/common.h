@@ -6,6 +6,8 @@
 #include <limits>
 #include <tuple>
 
+#include "order_key.h"
+
 namespace unlearnx {
 
 // Checks the dispatcher cannot make for us; the Python wrappers check first with friendlier
@@ -51,28 +53,16 @@ inline int64_t check_reinit_inputs(const at::Tensor& weight, const at::Tensor& s
   return static_cast<int64_t>(std::nearbyint(fraction * static_cast<double>(weight.numel())));
 }
 
-// Order-preserving map from a float to an unsigned key: key(a) < key(b) iff a < b, with -0.0 == +0.0
-// and every NaN above +inf (the order of torch.sort). `largest` flips it so that "smallest key" always
-// means "select first"; equal keys are then taken in index order.
-template <typename key_t, typename float_t>
-inline key_t order_key(float_t x, bool largest) {
-  static_assert(sizeof(key_t) == sizeof(float_t), "key and float must have the same width");
-  constexpr key_t sign = key_t(1) << (sizeof(key_t) * 8 - 1);
-  key_t key;
-  if (x != x) {
-    key = std::numeric_limits<key_t>::max();
-  } else {
-    if (x == float_t(0)) x = float_t(0);
-    key_t bits;
-    std::memcpy(&bits, &x, sizeof(bits));
-    key = (bits & sign) ? ~bits : (bits | sign);
-  }
-  return largest ? ~key : key;
-}
-
 // The backward of every fused loss: the gradient was computed in the forward, scale it.
 inline at::Tensor scale_saved_grad(const at::Tensor& grad_output, const at::Tensor& saved_grad) {
   return at::mul(saved_grad, grad_output);
+}
+
+// The saved gradients of half/bfloat16 inputs stay in float32 (their accumulation type) until scaled by
+// grad_output; the autograd kernels then round once to the input's dtype with this.
+inline at::Tensor to_input_dtype(const at::Tensor& grad, const at::Tensor& input) {
+  // No numel()/sizes() here: under torch.compile the sizes are symbolic.
+  return grad.defined() && grad.scalar_type() != input.scalar_type() ? grad.to(input.scalar_type()) : grad;
 }
 
 inline at::Tensor bikl_loss_backward(const at::Tensor& grad_output, const at::Tensor& grad_logits) {

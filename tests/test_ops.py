@@ -323,6 +323,27 @@ def test_cuda_low_precision_error_bound(dtype):
     assert (ops.scl_loss(f, r).double() - exact).abs() <= 2 * (reference.scl_loss(f, r).double() - exact).abs() + 1e-3
 
 
+@needs_cuda_kernels
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_low_precision_matches_autocast_and_scales_before_rounding(dtype):
+    # float32 losses, as eager autocast returns them; gradients rounded once, after grad_output scales them
+    z = torch.randn(256, 10, device="cuda", dtype=dtype, requires_grad=True)
+    target = torch.softmax(z.detach().float() + 1e-3 * torch.randn(256, 10, device="cuda"), 1).to(dtype)
+    loss = ops.bikl_loss(z, target, 0.0)
+    assert loss.dtype == torch.float32
+    (grad,) = torch.autograd.grad(loss * 65536.0, z)
+    assert grad.dtype == dtype
+    z64 = z.detach().double().requires_grad_()
+    (exact,) = torch.autograd.grad(reference.bikl_loss(z64, target.double(), 0.0) * 65536.0, z64)
+    torch.testing.assert_close(grad.double(), exact.to(dtype).double(), rtol=2 * torch.finfo(dtype).eps,
+                               atol=exact.abs().max().item() * 1e-3)
+    f = torch.randn(8, 10, device="cuda", dtype=dtype, requires_grad=True)
+    assert ops.scl_loss(f, torch.randn(16, 10, device="cuda", dtype=dtype)).dtype == torch.float32
+    for args in ((z, target, 0.85), (z.detach(), target, 0.0)):
+        torch.library.opcheck(torch.ops.unlearnx.bikl_loss.default, args)
+    torch.library.opcheck(torch.ops.unlearnx._bikl_loss_fwd.default, (z.detach(), target, 0.85))
+
+
 def _bad_inputs():
     z, t = torch.randn(4, 3), torch.full((4, 3), 1 / 3)
     return [

@@ -163,6 +163,30 @@ def test_cuda_mask_matches_cpu(dtype, largest):
 
 
 @needs_cuda_kernels
+@pytest.mark.parametrize("largest", [False, True])
+def test_cuda_subnormal_scores_rank_above_zero(largest):
+    # Tiny gradients (what msg ranks) are subnormal: a flush-to-zero compare would tie them with 0.
+    tiny = torch.finfo(torch.float32).tiny
+    scores = torch.zeros(4096)
+    scores[1::2] = torch.linspace(0.01, 0.9, 2048) * tiny
+    scores[::5] = -scores[::5]
+    expected = reference.masked_reinit_(torch.zeros(4096), scores, 0.25, 0.1, largest=largest, seed=0)
+    got = ops.masked_reinit_(torch.zeros(4096, device="cuda"), scores.cuda(), 0.25, 0.1, largest=largest, seed=0)
+    assert torch.equal(got.cpu(), expected)
+
+
+@needs_cuda_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_cuda_values_match_reference_for_a_seed(dtype):
+    # k draws in the weight's dtype from the CUDA generator, written in index order, as the reference does.
+    weight, scores = _pair((513, 31), dtype=torch.float32, ties=True)
+    w_ref, w_gpu = weight.to("cuda", dtype), weight.to("cuda", dtype)
+    ref_mask = reference.masked_reinit_(w_ref, scores.cuda().to(dtype), 0.3, 0.1, seed=4)
+    mask = ops.masked_reinit_(w_gpu, scores.cuda().to(dtype), 0.3, 0.1, seed=4)
+    assert torch.equal(mask, ref_mask) and torch.equal(w_gpu, w_ref)
+
+
+@needs_cuda_kernels
 def test_cuda_statistics_and_seeds():
     weight = torch.zeros(1 << 20, device="cuda")
     scores = torch.rand(1 << 20, device="cuda")

@@ -105,6 +105,8 @@ def bikl_loss(logits: Tensor, target: Tensor, reverse_weight: float = 1.0) -> Te
     ``logits`` [B, C]; ``target`` [B, C] probabilities, a constant (must not require grad). With
     ``reverse_weight=0`` it is KL(target || softmax) (stage 1 of the 1st place with a uniform target).
     With ``reverse_weight > 0`` a target entry of 0 makes the loss infinite, as the formula says.
+    float16/bfloat16 inputs (CUDA) give a float32 loss, as under autocast; their gradient comes back in the
+    input's dtype, rounded once after ``grad_output`` scales it.
     """
     op = "bikl_loss"
     logits = _check_matrix(op, "logits", logits)
@@ -125,7 +127,8 @@ def bikl_loss(logits: Tensor, target: Tensor, reverse_weight: float = 1.0) -> Te
 def scl_loss(forget_logits: Tensor, retain_logits: Tensor, temperature: float = 1.15) -> Tensor:
     """1st-place contrastive forget loss, scalar: ``mean(-log_softmax(F @ R.T / temperature, dim=1))``
     over the [B_f, B_r] similarity matrix. Gradients flow to both inputs (detach ``retain_logits`` as
-    the 1st place does to train on the forget batch only)."""
+    the 1st place does to train on the forget batch only). float16/bfloat16 inputs (CUDA) give a float32
+    loss, as under autocast."""
     op = "scl_loss"
     forget_logits = _check_matrix(op, "forget_logits", forget_logits)
     retain_logits = _check_matrix(op, "retain_logits", retain_logits)
@@ -151,7 +154,9 @@ def masked_reinit_(weight: Tensor, scores: Tensor, fraction: float, std: float, 
     Selection is O(n) (nth_element on CPU, radix select on CUDA). Exactly k entries are selected:
     ties at the threshold are taken in flat index order, -0.0 equals +0.0, NaN ranks above +inf.
     ``seed=None`` draws from the default generator of weight's device (follows ``torch.manual_seed``);
-    an int seed gives a reproducible result. Not differentiable (runs under no_grad).
+    an int seed gives a reproducible result: the k values are drawn in one ``normal_`` call in the weight's
+    dtype and written in index order, as :func:`reference.masked_reinit_` does, so both give the same
+    weights for a seed. Not differentiable (runs under no_grad).
     """
     op = "masked_reinit_"
     if not isinstance(weight, Tensor) or not weight.is_floating_point():
