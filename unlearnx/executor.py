@@ -66,12 +66,17 @@ class Execution:
         return max(1, int(self.cpus_per_run))
 
 
-def require_ray():
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise ValueError(f"--backend ray needs Ray, which is not installed: {RAY_INSTALL_HINT}") from None
-    return ray
+def require_ray(import_it: bool = False):
+    """Check (without importing it: its settings are read at import) that Ray is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ValueError(f"--backend ray needs Ray, which is not installed: {RAY_INSTALL_HINT}")
+    if import_it:
+        import ray
+
+        return ray
+    return None
 
 
 def make_executor(execution: Execution | None):
@@ -234,9 +239,13 @@ class ProcessExecutor(_Executor):
                 running = {}
                 while queue or running:
                     pool = self._start(splits, original)
-                    while queue and len(running) < width:
-                        task = queue.pop(0)
-                        running[pool.submit(_process_worker_run, task)] = task
+                    try:
+                        while queue and len(running) < width:
+                            future = pool.submit(_process_worker_run, queue[0])
+                            running[future] = queue.pop(0)
+                    except BrokenProcessPool:  # a worker died between runs: start a fresh pool
+                        self.close()
+                        continue
                     done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                     for future in done:
                         task = running.pop(future)
@@ -332,13 +341,16 @@ class RayExecutor(_Executor):
             env = local_cluster_environment()
             self._saved_env = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
-        ray = require_ray()
+        ray = require_ray(import_it=True)
         import logging
 
         if e.ray_address is None:
             from ray._private import ray_constants
+            from ray._raylet import Config
 
-            ray_constants.ENABLE_RAY_CLUSTER = False  # read at start-up when ray was imported before the env
+            # Both are read when ray is imported: refresh them in case it was imported before the env was set.
+            ray_constants.ENABLE_RAY_CLUSTER = False
+            Config.initialize("")
             cpus = e.workers * e.cpus_per_run if e.workers else None
             ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False, configure_logging=False)
