@@ -173,3 +173,43 @@ def test_ray_local_cluster_listens_on_loopback_only_and_leaves_nothing(tmp_path)
     assert report["execution"]["backend"] == "ray" and len(report["placement"]["finetune"]) == 3
     left = [line for line in (tmp_path / "left.txt").read_text().splitlines() if "ray" in line.lower()]
     assert not left, f"Ray processes outlived the command: {left}"
+
+
+@pytest.mark.slow
+def test_cli_references_then_a_leaderboard_of_several_methods(tmp_path, monkeypatch):
+    """`train --references` fills the cache that `evaluate --methods` then reuses (nothing retrained); one
+    table for every method, written as JSON, CSV, Markdown and PNG, with the execution and placement."""
+    from click.testing import CliRunner
+
+    from unlearnx.cli.main import main
+
+    from fixtures import write_competition_folder
+
+    monkeypatch.setenv("UNLEARNX_CACHE", str(tmp_path / "cache"))
+    data = write_competition_folder(tmp_path / "data", n_people=12, images_per_person=6, arch="small")
+
+    def run(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    result = run("train", "--data", data, "--model", "small", "--references", 3, "--backend", "process",
+                 "--workers", 2, "--timing-runs", 1)
+    assert result.exit_code == 0, result.output
+    assert "3 retrained references" in result.output and "(3 trained now)" in result.output
+    out = tmp_path / "board.json"
+    result = run("evaluate", "--methods", "finetune,grad-ascent", "--data", data, "--runs", 3, "--backend",
+                 "process", "--workers", 2, "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [r["method"] for r in report["leaderboard"]] == ["finetune", "grad-ascent"]
+    assert report["execution"]["backend"] == "process" and report["execution"]["workers"] == 2
+    assert sum(report["execution"]["nodes"].values()) == 6  # the 6 unlearned runs; references came from the cache
+    assert [p["concurrent"] for p in report["placement"]["retrained"]] == [1, 2, 2]
+    for suffix in (".csv", ".md", ".png"):
+        assert out.with_suffix(suffix).stat().st_size > 0
+    assert "grad-ascent" in out.with_suffix(".md").read_text()
+    row = report["leaderboard"][0]
+    for key in ("forget_quality", "score", "retain_accuracy_ratio", "test_accuracy_ratio", "mia", "seconds", "rte"):
+        assert np.isfinite(row[key]), key
+
+    result = run("evaluate", "--methods", "finetune,nope", "--data", data, "--runs", 3)
+    assert result.exit_code == 2 and "unknown method(s) nope" in result.output
