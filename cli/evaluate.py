@@ -134,12 +134,20 @@ def _leaderboard(methods, recipes, unlearned, retrained, common, out):
     from unlearnx import leaderboard
     from unlearnx.report import new_report
 
+    from unlearnx.protocol import mean_std
+
     rows = [leaderboard.leaderboard_row(m, unlearned[m], retrained) for m in methods]
+    references = {k: mean_std(getattr(retrained, k)) for k in
+                  ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia", "seconds")}
+    references["seconds_alone"] = mean_std(retrained.timed_alone)
     title = (f"{len(methods)} methods on {common['data']['source']}: {common['runs']} runs each vs "
              f"{common['runs']} retrained references")
     report = new_report(methods=methods, recipes={m: dataclasses.asdict(r) for m, r in recipes.items()},
-                        leaderboard=rows, title=title, **common)
+                        leaderboard=rows, references=references, title=title, **common)
     leaderboard.render(rows, make_console(), title)
+    click.echo(f"retrained references: forget accuracy {references['forget_accuracy']['mean']:.3f}, "
+               f"test accuracy {references['test_accuracy']['mean']:.3f}, "
+               f"{references['seconds_alone']['mean']:.1f} s each timed alone")
     _echo_execution(common["execution"])
     if out is not None:
         for path in leaderboard.write(report, out):
