@@ -138,3 +138,15 @@ def execution_options(fn):
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
+
+
+def resolve_train_recipe(splits, name: str | None, sets):
+    """The recipe that trains originals and retrained references: preset ``name`` (default: the data's
+    default) with ``--set``-style overrides."""
+    from unlearnx.methods import parse_overrides
+    from unlearnx.methods.base import apply_overrides
+    from unlearnx.pipeline import default_train_recipe
+    from unlearnx.training import TrainRecipe
+
+    recipe = TrainRecipe.preset(name) if name else default_train_recipe(splits)
+    return apply_overrides(recipe, parse_overrides(sets), "training recipe")

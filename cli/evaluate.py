@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .common import (FORGET_HELP, UserError, _friendly, describe_preset, execution_options, make_console,
-                     preset_option, refuse_overwrite, resolve_device, resolve_preset)
+                     preset_option, refuse_overwrite, resolve_device, resolve_preset, resolve_train_recipe)
 
 
 @click.command()
@@ -27,13 +27,18 @@ from .common import (FORGET_HELP, UserError, _friendly, describe_preset, executi
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value.")
 @preset_option
 @click.option("--fused/--no-fused", default=True, show_default=True)
+@click.option("--train-recipe", default=None,
+              help="Recipe of the retrained references: competition | starting-kit | digits (default: digits for "
+                   "digits, else competition); use the one the original was trained with.")
+@click.option("--train-set", "train_sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a value of the references' training recipe (epochs=60).")
 @execution_options
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the JSON report here.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @click.option("--quiet", "-q", is_flag=True)
 @_friendly
 def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arch, runs, seed, device, sets, preset,
-             fused, execution, out, force, quiet):
+             fused, train_recipe, train_sets, execution, out, force, quiet):
     """Score METHOD with N unlearned runs against N retrained references (both cached on disk, resumable):
     mean ± std of every metric and the competition score. --backend process|ray runs them in parallel."""
     import dataclasses
@@ -41,7 +46,7 @@ def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arc
     from unlearnx import data as data_mod
     from unlearnx.executor import make_executor
     from unlearnx.methods import METHODS, make_recipe, parse_overrides
-    from unlearnx.pipeline import default_train_recipe, original_model
+    from unlearnx.pipeline import original_model
     from unlearnx.protocol import MIN_SCORE_RUNS, retrained_references, unlearned_runs
 
     from .progress import RichProgress
@@ -69,12 +74,12 @@ def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arc
         if note := describe_preset(m, preset):
             console.print(note)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
+    train_recipe = resolve_train_recipe(splits, train_recipe, train_sets)
     unlearned = {}
     with RichProgress(console, enabled=not quiet) as progress:
         original, arch, where = original_model(splits, checkpoint=checkpoint, arch=arch, device=dev,
                                                progress=progress)
         console.print(f"original model: {where}")
-        train_recipe = default_train_recipe(splits)
         with make_executor(execution) as executor:
             retrained = retrained_references(splits, arch, train_recipe, runs, device=dev, progress=progress,
                                              executor=executor)

@@ -11,7 +11,7 @@ import click
 
 
 from .common import (DATA_HELP, FORGET_HELP, UserError, _friendly, execution_options, format_changes,  # noqa: E402
-                     make_console, refuse_overwrite, resolve_device)
+                     make_console, refuse_overwrite, resolve_device, resolve_train_recipe)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -123,12 +123,9 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     import time
 
     from unlearnx import data as data_mod
-    from unlearnx.methods import parse_overrides
-    from unlearnx.methods.base import apply_overrides
     from unlearnx.models import default_arch, save_state_dict
-    from unlearnx.pipeline import default_train_recipe, measure, train_from_scratch
+    from unlearnx.pipeline import measure, train_from_scratch
     from unlearnx.report import new_report, write_json_atomic
-    from unlearnx.training import TrainRecipe
 
     from .progress import RichProgress
 
@@ -136,8 +133,7 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     dev = resolve_device(device)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     arch = arch or default_arch(data_mod.detect_source(data))
-    recipe = TrainRecipe.preset(recipe_name) if recipe_name else default_train_recipe(splits)
-    recipe = apply_overrides(recipe, parse_overrides(sets), "training recipe")
+    recipe = resolve_train_recipe(splits, recipe_name, sets)
     start = time.perf_counter()
     with RichProgress() as progress:
         # Training state is kept beside --out after every epoch: rerunning the command resumes.
@@ -162,12 +158,8 @@ def _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, de
     """The retrained references of ``evaluate --runs N`` (same data, model, recipe and cache keys)."""
     from unlearnx import data as data_mod
     from unlearnx.executor import make_executor
-    from unlearnx.methods import parse_overrides
-    from unlearnx.methods.base import apply_overrides
     from unlearnx.models import default_arch
-    from unlearnx.pipeline import default_train_recipe
     from unlearnx.protocol import retrained_references
-    from unlearnx.training import TrainRecipe
 
     from .progress import RichProgress
 
@@ -176,8 +168,7 @@ def _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, de
     dev = resolve_device(device)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     arch = arch or default_arch(splits.kind)
-    recipe = TrainRecipe.preset(recipe_name) if recipe_name else default_train_recipe(splits)
-    recipe = apply_overrides(recipe, parse_overrides(sets), "training recipe")
+    recipe = resolve_train_recipe(splits, recipe_name, sets)
     with RichProgress() as progress, make_executor(execution) as executor:
         refs = retrained_references(splits, arch, recipe, n, device=dev, progress=progress, executor=executor)
         done = executor.describe()["nodes"]

@@ -107,11 +107,35 @@ class _Executor:
         self.nodes: dict[str, int] = {}
 
     def __enter__(self):
+        self._handle_sigterm()
         return self
 
     def __exit__(self, *exc):
-        self.close()
+        try:
+            self.close()
+        finally:
+            self._restore_sigterm()
         return False
+
+    def _handle_sigterm(self):
+        """A SIGTERM (a batch system's stop, `kill`) unwinds like Ctrl-C, so workers or the cluster this
+        executor started are stopped rather than orphaned."""
+        import signal
+        import threading
+
+        self._previous_sigterm = None
+        if self.name != "serial" and threading.current_thread() is threading.main_thread():
+            def stop(signum, frame):
+                raise KeyboardInterrupt(f"signal {signum}")
+
+            self._previous_sigterm = signal.signal(signal.SIGTERM, stop)
+
+    def _restore_sigterm(self):
+        import signal
+
+        if getattr(self, "_previous_sigterm", None) is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
 
     def close(self) -> None:
         pass
@@ -330,7 +354,12 @@ class RayExecutor(_Executor):
         self._warn = warn or (lambda line: print(line, flush=True))
 
     def __enter__(self):
-        self._connect()
+        super().__enter__()
+        try:
+            self._connect()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def _connect(self):
