@@ -172,8 +172,10 @@ def _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, de
     with RichProgress() as progress, make_executor(execution) as executor:
         refs = retrained_references(splits, arch, recipe, n, device=dev, progress=progress, executor=executor)
         done = executor.describe()["nodes"]
+    alone = sum(p["concurrent"] == 1 for p in refs.placement)
     click.echo(f"{refs.n} retrained references of {arch} ready in the cache ({sum(done.values())} trained now); "
-               f"seconds per reference {refs.seconds.mean():.1f} (timed alone {refs.timed_alone.mean():.1f})")
+               f"seconds per reference {refs.seconds.mean():.1f}"
+               + (f" ({refs.timed_alone.mean():.1f} over the {alone} timed alone)" if alone else ""))
 
 
 from .unlearn import unlearn  # noqa: E402

@@ -158,8 +158,14 @@ class _Executor:
         k = self.execution.timing_runs
         return [t for t in tasks if t.index < k], [t for t in tasks if t.index >= k]
 
-    def _progress_start(self, progress, label, total):
-        progress.start(label, total)
+    def _finished(self, task, result, error, width, progress) -> dict:
+        """A run came back: its own error stops the protocol (never retried); else count and record it."""
+        if error is not None:
+            raise RunFailed(f"{task.describe()} failed: {error}")
+        result["concurrent"] = width
+        self._count(result)
+        progress.advance()
+        return result
 
 
 class SerialExecutor(_Executor):
@@ -283,12 +289,7 @@ class ProcessExecutor(_Executor):
                             queue.insert(0, task)
                             self.close()
                             continue
-                        if error is not None:
-                            raise RunFailed(f"{task.describe()} failed: {error}")
-                        result["concurrent"] = width
-                        self._count(result)
-                        progress.advance()
-                        yield task, result
+                        yield task, self._finished(task, result, error, width, progress)
         except BaseException:
             self.close()
             raise
@@ -467,12 +468,7 @@ class RayExecutor(_Executor):
                         except ray.exceptions.RayError as exc:
                             raise RuntimeError(f"{task.describe()}: lost after {e.max_retries} retries "
                                                f"({type(exc).__name__})") from None
-                        if error is not None:
-                            raise RunFailed(f"{task.describe()} failed: {error}")
-                        result["concurrent"] = width
-                        self._count(result)
-                        progress.advance()
-                        yield task, result
+                        yield task, self._finished(task, result, error, width, progress)
         except BaseException:
             for ref in running:
                 ray.cancel(ref, force=True)

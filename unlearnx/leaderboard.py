@@ -53,6 +53,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .bench.report import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter([r["seconds_alone"] for r in rows], [r["score"] for r in rows])
     for r in rows:
@@ -63,11 +65,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax.set_ylabel("competition score")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write(report: dict, out: Path) -> list[Path]:

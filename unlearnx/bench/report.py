@@ -80,12 +80,19 @@ def plot(result: dict, path: Path) -> bool:
     ax.set_title(f"unlearnx bench on {result.get('data', {}).get('source', '?')} ({result['machine'].get('device')})")
     ax.legend()
     ax.grid(alpha=0.3)
+    save_figure(fig, path)
+    return True
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)
-    return True
 
 
 def write_outputs(result: dict, out: Path) -> list[Path]:
