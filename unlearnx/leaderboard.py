@@ -91,7 +91,9 @@ def write(report: dict, out: Path) -> list[Path]:
 
 def _markdown(report: dict, table, markdown_table) -> str:
     m, e = report.get("machine", {}), report.get("execution", {})
-    head = (f"{report.get('title', '')}\n\nCommand: `{report.get('command')}`  \n"
+    setting = report.get("setting", {})
+    head = (f"{report.get('title', '')}\n\nCommand: `{setting.get('command') or report.get('command')}`  \n"
+            + (f"Commit: {setting['git_commit']}  \n" if "git_commit" in setting else "") +
             f"Machine: {m.get('gpu') or m.get('cpu', '?')} "
             f"({m.get('cores', '?')} cores); backend {e.get('backend')} with {e.get('workers')} workers; "
             f"RTE and s/run (alone) from the runs timed alone.\n\n")
