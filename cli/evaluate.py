@@ -145,7 +145,7 @@ def _leaderboard(methods, recipes, unlearned, retrained, common, out):
     references = {k: mean_std(getattr(retrained, k)) for k in
                   ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia", "seconds")}
     references["seconds_alone"] = mean_std(retrained.timed_alone)
-    title = (f"{len(methods)} methods on {common['data']['source']}: {common['runs']} runs each vs "
+    title = (f"{len(methods)} methods on {Path(common['data']['source']).name}: {common['runs']} runs each vs "
              f"{common['runs']} retrained references")
     report = new_report(methods=methods, recipes={m: dataclasses.asdict(r) for m, r in recipes.items()},
                         leaderboard=rows, references=references, title=title, **common)
