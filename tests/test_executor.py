@@ -120,6 +120,15 @@ def test_bad_execution_settings_are_one_line_errors():
         Execution(backend="dask").check()
 
 
+def test_loopback_addresses_are_told_from_reachable_ones():
+    from unlearnx.executor import _is_loopback
+
+    for host in ("127.0.0.1", "::1", "[::1]", "localhost", "127.0.1.1"):
+        assert _is_loopback(host), host
+    for host in ("198.51.100.2", "10.0.0.1", "::ffff:10.0.0.1"):
+        assert not _is_loopback(host), host
+
+
 def test_ray_backend_without_ray_says_how_to_install(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
