@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from .common import (FORGET_HELP, UserError, _friendly, make_console, preset_option, refuse_overwrite,
-                     resolve_device, resolve_preset)
+from .common import (FORGET_HELP, UserError, _friendly, execution_options, make_console, preset_option,
+                     refuse_overwrite, resolve_device, resolve_preset)
 
 
 @click.command()
@@ -24,14 +24,18 @@ from .common import (FORGET_HELP, UserError, _friendly, make_console, preset_opt
 @click.option("--ingredients", is_flag=True, help="Also time the steps between the two paths (resident data, "
                                                    "channels_last, bf16) to show each one's share.")
 @click.option("--quick", is_flag=True, help="A few minutes on 2 CPU cores: digits, 4 runs, short op timings.")
+@execution_options
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write FILE.json, plus FILE.md (tables) and FILE.png (score vs runtime) beside it.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @click.option("--quiet", "-q", is_flag=True)
 @_friendly
-def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, preset, ingredients, quick, out, force,
-          quiet):
-    """Measure fused vs pure-PyTorch: op speed, and per method runtime and score."""
+def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, preset, ingredients, quick, execution, out,
+          force, quiet):
+    """Measure fused vs pure-PyTorch: op speed, and per method runtime and score.
+
+    --backend applies to the retrained references the score needs; the timed method runs always run
+    here, one at a time (they are the measurement)."""
     from unlearnx.bench.report import render, write_outputs
     from unlearnx.methods import METHODS
     from unlearnx.report import machine, versions
@@ -73,14 +77,17 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
 
     if methods:
         from unlearnx.bench.methods import add_speedups, bench_methods, cache_summary
+        from unlearnx.executor import make_executor
         from unlearnx.pipeline import default_train_recipe, original_model
 
-        with RichProgress(console, enabled=not quiet) as progress:
+        with RichProgress(console, enabled=not quiet) as progress, make_executor(execution) as executor:
             original, arch, where = original_model(splits, checkpoint=checkpoint, device=dev,
                                                    progress=progress)
             console.print(f"original model: {where}")
             rows = bench_methods(splits, original, arch, methods, runs=runs, device=dev, ingredients=ingredients,
-                                 train_recipe=default_train_recipe(splits), progress=progress, preset=preset)
+                                 train_recipe=default_train_recipe(splits), progress=progress, preset=preset,
+                                 executor=executor)
+            result["execution"] = executor.describe()
         result["methods"] = add_speedups(rows)
         result["cache"] = cache_summary(rows)
         result["preset"] = preset

@@ -36,6 +36,8 @@ def _friendly(fn):
         except (TypeError, OSError, RuntimeError) as exc:
             if debugging():
                 raise
+            if getattr(exc, "one_line", False):  # unlearnx.executor.RunFailed: a run's own error, named
+                raise UserError(str(exc)) from exc
             raise UserError(f"{type(exc).__name__}: {_one_line(exc)} (unlearnx --debug shows where)") from exc
 
     return wrapper
@@ -114,3 +116,51 @@ def remove_stale_outputs(out: Path, names) -> None:
     the folder never mixes two runs (e.g. an old model.pt2 beside a new report). Other files stay."""
     for name in names:
         (out / name).unlink(missing_ok=True)
+
+
+def execution_options(fn):
+    """--backend, --workers, --ray-address, --cpus-per-run, --gpus-per-run, --timing-runs on a command; the
+    command receives them as one ``execution`` (:class:`unlearnx.executor.Execution`), checked up front."""
+    options = [
+        click.option("--backend", type=click.Choice(["serial", "process", "ray"]), default="serial",
+                     show_default=True, help="Where runs execute: here one after another, local worker processes, "
+                                             "or a Ray cluster (pip install 'unlearnx[ray]')."),
+        click.option("--workers", type=int, default=None,
+                     help="Runs at once (process: default cores / --cpus-per-run; ray: what the cluster fits)."),
+        click.option("--ray-address", default=None, metavar="ADDR",
+                     help="Ray cluster to use: 'auto' or HOST:PORT (default: start a local one, loopback only)."),
+        click.option("--cpus-per-run", type=float, default=1.0, show_default=True,
+                     help="CPUs (and torch threads) per run."),
+        click.option("--gpus-per-run", type=float, default=0.0, show_default=True,
+                     help="GPUs per run on Ray; fractions pack several runs on one GPU (0.25: four per GPU)."),
+        click.option("--timing-runs", type=int, default=3, show_default=True,
+                     help="Runs of each kind timed alone (one at a time) for RTE and the time gate."),
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(*args, backend, workers, ray_address, cpus_per_run, gpus_per_run, timing_runs, **kwargs):
+        from unlearnx.executor import Execution
+
+        try:
+            execution = Execution(backend=backend, workers=workers, ray_address=ray_address,
+                                  cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
+                                  timing_runs=timing_runs).check()
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        return fn(*args, execution=execution, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def resolve_train_recipe(splits, name: str | None, sets):
+    """The recipe that trains originals and retrained references: preset ``name`` (default: the data's
+    default) with ``--set``-style overrides."""
+    from unlearnx.methods import parse_overrides
+    from unlearnx.methods.base import apply_overrides
+    from unlearnx.pipeline import default_train_recipe
+    from unlearnx.training import TrainRecipe
+
+    recipe = TrainRecipe.preset(name) if name else default_train_recipe(splits)
+    return apply_overrides(recipe, parse_overrides(sets), "training recipe")

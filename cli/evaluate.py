@@ -1,12 +1,13 @@
-"""``unlearnx evaluate``: the competition's multi-run protocol for one method."""
+"""``unlearnx evaluate``: the competition's multi-run protocol for one method, or a leaderboard of several
+methods against one shared set of retrained references."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from .common import (FORGET_HELP, UserError, _friendly, describe_preset, make_console, preset_option,
-                     refuse_overwrite, resolve_device, resolve_preset)
+from .common import (FORGET_HELP, UserError, _friendly, describe_preset, execution_options, make_console,
+                     preset_option, refuse_overwrite, resolve_device, resolve_preset, resolve_train_recipe)
 
 
 def _reuse_line(references: dict, unlearned: dict) -> str:
@@ -15,8 +16,21 @@ def _reuse_line(references: dict, unlearned: dict) -> str:
             "they ran)")
 
 
+def _rte(unlearned, retrained, device) -> tuple[float | None, str | None]:
+    """RTE from runs timed alone, and only from timings taken on this device under this torch."""
+    from unlearnx.protocol import comparable_timings
+
+    problem = comparable_timings(unlearned, retrained, device=device)
+    if problem:
+        return None, problem
+    return float(retrained.timed_alone.mean() / unlearned.timed_alone.mean()), None
+
+
 @click.command()
 @click.option("--method", "-m", default="scl", show_default=True, help="Method name (see `unlearnx methods`).")
+@click.option("--methods", "methods_arg", default=None,
+              help="Comma-separated methods scored against the same references: one leaderboard table "
+                   "(with --out also FILE.csv, FILE.md and FILE.png, score vs seconds per run).")
 @click.option("--data", default=None, help="Data source (default: the embedded digits).")
 @click.option("--forget", "forget_spec", default=None, help=FORGET_HELP)
 @click.option("--split-seed", default=0, show_default=True)
@@ -29,66 +43,107 @@ def _reuse_line(references: dict, unlearned: dict) -> str:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value.")
 @preset_option
 @click.option("--fused/--no-fused", default=True, show_default=True)
+@click.option("--train-recipe", default=None,
+              help="Recipe of the retrained references: competition | starting-kit | digits (default: digits for "
+                   "digits, else competition); use the one the original was trained with.")
+@click.option("--train-set", "train_sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a value of the references' training recipe (epochs=60).")
+@execution_options
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the JSON report here.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @click.option("--quiet", "-q", is_flag=True)
 @_friendly
-def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed, device, sets, preset, fused, out, force,
-             quiet):
+def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arch, runs, seed, device, sets, preset,
+             fused, train_recipe, train_sets, execution, out, force, quiet):
     """Score METHOD with N unlearned runs against N retrained references (both cached on disk, resumable):
-    mean ± std of every metric and the competition score."""
+    mean ± std of every metric and the competition score. --backend process|ray runs them in parallel."""
     import dataclasses
 
-    from rich.table import Table
-
     from unlearnx import data as data_mod
-    from unlearnx.methods import make_recipe, parse_overrides
-    from unlearnx.pipeline import default_train_recipe, original_model
-    from unlearnx.protocol import (MIN_SCORE_RUNS, comparable_timings, mean_std, retrained_references, score,
-                                   unlearned_runs)
-    from unlearnx.report import new_report, write_json_atomic
+    from unlearnx.executor import make_executor
+    from unlearnx.methods import METHODS, make_recipe, parse_overrides
+    from unlearnx.pipeline import original_model
+    from unlearnx.protocol import MIN_SCORE_RUNS, retrained_references, unlearned_runs
 
     from .progress import RichProgress
 
+    methods = [m.strip() for m in methods_arg.split(",") if m.strip()] if methods_arg else [method]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(sorted(METHODS))}")
+    if len(set(methods)) != len(methods):
+        raise UserError("--methods names a method twice")
     kind = data_mod.detect_source(data)
     preset = resolve_preset(preset, kind)
-    recipe = make_recipe(method, parse_overrides(sets), preset=preset)
+    recipes = {m: make_recipe(m, parse_overrides(sets), preset=preset) for m in methods}
     if runs < MIN_SCORE_RUNS:
         raise UserError(f"--runs must be at least {MIN_SCORE_RUNS} (with 2 runs the forget quality F is 0 by "
                         "construction)")
+    leaderboard = methods_arg is not None
     if out is not None:
+        if out.is_dir():
+            raise UserError(f"--out {out} is a folder; give the report file to write, e.g. {out / 'report.json'}")
+        if leaderboard and out.suffix != ".json":
+            raise UserError("--out must end in .json with --methods (the .csv, .md and .png are written beside it)")
         refuse_overwrite(out, force)
     dev = resolve_device(device)
     console = make_console(stderr=True)
-    if note := describe_preset(method, preset):
-        console.print(note)
+    for m in methods:
+        if note := describe_preset(m, preset):
+            console.print(note)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
+    train_recipe = resolve_train_recipe(splits, train_recipe, train_sets)
+    unlearned = {}
     with RichProgress(console, enabled=not quiet) as progress:
         original, arch, where = original_model(splits, checkpoint=checkpoint, arch=arch, device=dev,
                                                progress=progress)
         console.print(f"original model: {where}")
-        train_recipe = default_train_recipe(splits)
-        retrained = retrained_references(splits, arch, train_recipe, runs, device=dev, progress=progress)
-        unlearned = unlearned_runs(original, splits, method, recipe, runs, fused=fused, device=dev, base_seed=seed,
-                                   progress=progress)
+        with make_executor(execution) as executor:
+            retrained = retrained_references(splits, arch, train_recipe, runs, device=dev, progress=progress,
+                                             executor=executor)
+            for m in methods:
+                unlearned[m] = unlearned_runs(original, splits, m, recipes[m], runs, fused=fused, device=dev,
+                                              base_seed=seed, progress=progress, executor=executor)
+            execution_block = executor.describe()
+    placement = {"retrained": retrained.placement, **{m: r.placement for m, r in unlearned.items()}}
+    # "fused" only when a kernel of unlearnx._C ran in every run.
+    native = all(r.native.all() for r in unlearned.values())
+    common = dict(seed=seed, data={**splits.summary(), "split_seed": split_seed},
+                  impl="fused" if fused and native else "pytorch", device=dev, preset=preset, arch=arch, original_checkpoint=where,
+                  runs=runs, mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe),
+                  execution=execution_block, placement=placement)
+    if leaderboard:
+        common.pop("device")
+        _leaderboard(methods, recipes, unlearned, retrained, common, out, dev)
+        return
+    dev = common.pop("device")
+    _single(method, recipes[method], unlearned[method], retrained, common, out, dev)
+
+
+def _single(method, recipe, unlearned, retrained, common, out, device):
+    import dataclasses
+
+    from rich.table import Table
+
+    from unlearnx.protocol import mean_std, score
+    from unlearnx.report import new_report, write_json_atomic
+
+    runs = common["runs"]
     result = score(unlearned, retrained)
     metrics = {}
     for name, runset in (("unlearned", unlearned), ("retrained", retrained)):
         metrics[name] = {k: mean_std(getattr(runset, k)) for k in
                          ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia", "seconds")}
+        metrics[name]["seconds_alone"] = mean_std(runset.timed_alone)
         # Seconds of runs read from the cache were measured by the process that ran them.
         metrics[name]["seconds"]["reused_runs"] = runset.cache_counts()["reused"]
-    # RTE only from timings taken on this device under this torch.
-    rte_problem = comparable_timings(unlearned, retrained, device=dev)
-    rte = None if rte_problem else metrics["retrained"]["seconds"]["mean"] / metrics["unlearned"]["seconds"]["mean"]
+    rte, rte_problem = _rte(unlearned, retrained, device)
     result["rte"] = rte
     if rte_problem:
         result["rte_unavailable"] = rte_problem
-    report = new_report(seed=seed, data={**splits.summary(), "split_seed": split_seed}, method=method,
-                        impl="fused" if fused and unlearned.native.all() else "pytorch", preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
-                        original_checkpoint=where, runs=runs, score=result, metrics=metrics,
-                        mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe),
-                        cache={"references": retrained.cache_counts(), "unlearned": unlearned.cache_counts()})
+    report = new_report(method=method, recipe=dataclasses.asdict(recipe), score=result, metrics=metrics,
+                        cache={"references": retrained.cache_counts(), "unlearned": unlearned.cache_counts()},
+                        **common)
     table = Table(title=f"{method}: {runs} unlearned runs vs {runs} retrained references")
     table.add_column("metric")
     table.add_column("unlearned", justify="right")
@@ -101,8 +156,47 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
                f"at N=512); score = {result['score']:.4f}; RTE = "
                + (f"{rte:.1f}x" if rte is not None else f"not computed ({rte_problem})"))
     click.echo(_reuse_line(retrained.cache_counts(), unlearned.cache_counts()))
+    _echo_execution(common["execution"])
     if out is not None:
         write_json_atomic(report, out)
         click.echo(f"wrote {out}")
     else:  # the runs are cached, so asking again with --out is quick
         click.echo("not saved: run the same command with --out FILE.json to write the report (runs are cached)")
+
+
+def _leaderboard(methods, recipes, unlearned, retrained, common, out, device):
+    import dataclasses
+
+    from unlearnx import leaderboard
+    from unlearnx.protocol import mean_std
+    from unlearnx.report import new_report
+
+    rows = [leaderboard.leaderboard_row(m, unlearned[m], retrained) for m in methods]
+    for row in rows:
+        rte, problem = _rte(unlearned[row["method"]], retrained, device)
+        if problem:
+            row["rte"], row["rte_unavailable"] = float("nan"), problem
+    cache = {"references": retrained.cache_counts(), "unlearned": {m: r.cache_counts() for m, r in unlearned.items()}}
+    references = {k: mean_std(getattr(retrained, k)) for k in
+                  ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia", "seconds")}
+    references["seconds_alone"] = mean_std(retrained.timed_alone)
+    title = (f"{len(methods)} methods on {Path(common['data']['source']).name}: {common['runs']} runs each vs "
+             f"{common['runs']} retrained references")
+    report = new_report(methods=methods, recipes={m: dataclasses.asdict(r) for m, r in recipes.items()},
+                        leaderboard=rows, references=references, title=title, cache=cache, **common)
+    leaderboard.render(rows, make_console(), title)
+    click.echo(f"retrained references: forget accuracy {references['forget_accuracy']['mean']:.3f}, "
+               f"test accuracy {references['test_accuracy']['mean']:.3f}, "
+               f"{references['seconds_alone']['mean']:.1f} s each timed alone")
+    _echo_execution(common["execution"])
+    if out is not None:
+        for path in leaderboard.write(report, out):
+            click.echo(f"wrote {path}")
+    else:
+        click.echo("not saved: run the same command with --out FILE.json to write the report (runs are cached)")
+
+
+def _echo_execution(block):
+    if block["backend"] != "serial":
+        nodes = ", ".join(f"{node}: {n}" for node, n in block["nodes"].items()) or "all runs were cached"
+        click.echo(f"backend {block['backend']}, {block['workers']} at once; runs done now per node: {nodes}")

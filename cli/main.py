@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 
-from .common import DATA_HELP, FORGET_HELP, UserError, _friendly, format_changes, make_console, refuse_overwrite, resolve_device  # noqa: E402
+from .common import (DATA_HELP, FORGET_HELP, UserError, _friendly, execution_options, format_changes,  # noqa: E402
+                     make_console, refuse_overwrite, resolve_device, resolve_train_recipe)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -108,27 +109,38 @@ def methods(details, as_json):
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value (epochs=10).")
 @click.option("--on", type=click.Choice(["train", "retain"]), default="train", show_default=True,
               help="Train the original (train = retain + forget) or a retrained reference (retain only).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the state_dict (.pt).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Where to write the state_dict (.pt); required unless --references.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+@click.option("--references", type=int, default=None, metavar="N",
+              help="Instead: train the N retrained references `evaluate --runs N` scores against, into the cache "
+                   "(resumable; with --backend they train in parallel).")
+@execution_options
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @_friendly
-def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed, device, force):
+def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed, device, references, execution,
+          force):
     """Train an original model (or a retrained reference) and save its state_dict.
 
     Interrupted runs resume: the training state is saved beside --out (OUT.partial) after every epoch, and
     the same command (same data split, model, recipe and seed) picks it up.
     """
+    if references is not None:
+        return _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, device, references,
+                                 execution)
+    if out is None:
+        raise UserError("train needs --out FILE.pt (or --references N to fill the cache with references)")
+    if execution.backend != "serial":
+        raise UserError("--backend applies to --references (one model trains in this process)")
     import dataclasses
     import time
 
     from unlearnx import data as data_mod
-    from unlearnx.methods import parse_overrides
-    from unlearnx.methods.base import apply_overrides
     from unlearnx.models import default_arch, save_state_dict
-    from unlearnx.pipeline import default_train_recipe, measure, train_from_scratch, training_key
+    from unlearnx.pipeline import measure, train_from_scratch, training_key
     from unlearnx.report import new_report, write_json_atomic
-    from unlearnx.training import TrainRecipe, read_resume_state
+    from unlearnx.training import read_resume_state
 
     from .progress import RichProgress
 
@@ -138,8 +150,7 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     dev = resolve_device(device)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     arch = arch or default_arch(data_mod.detect_source(data))
-    recipe = TrainRecipe.preset(recipe_name) if recipe_name else default_train_recipe(splits)
-    recipe = apply_overrides(recipe, parse_overrides(sets), "training recipe")
+    recipe = resolve_train_recipe(splits, recipe_name, sets)
     start = time.perf_counter()
     with RichProgress() as progress:
         # Training state is kept beside --out after every epoch: rerunning the command resumes.
@@ -161,6 +172,30 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     for split, entry in section.items():
         if split != "mia":
             click.echo(f"  {split:<10} loss {entry['loss']:.4f}  accuracy {entry['accuracy']:.2%}")
+
+
+def _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, device, n, execution):
+    """The retrained references of ``evaluate --runs N`` (same data, model, recipe and cache keys)."""
+    from unlearnx import data as data_mod
+    from unlearnx.executor import make_executor
+    from unlearnx.models import default_arch
+    from unlearnx.protocol import retrained_references
+
+    from .progress import RichProgress
+
+    if n < 1:
+        raise UserError(f"--references must be at least 1, got {n}")
+    dev = resolve_device(device)
+    splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
+    arch = arch or default_arch(splits.kind)
+    recipe = resolve_train_recipe(splits, recipe_name, sets)
+    with RichProgress() as progress, make_executor(execution) as executor:
+        refs = retrained_references(splits, arch, recipe, n, device=dev, progress=progress, executor=executor)
+        done = executor.describe()["nodes"]
+    alone = sum(p["concurrent"] == 1 for p in refs.placement)
+    click.echo(f"{refs.n} retrained references of {arch} ready in the cache ({sum(done.values())} trained now); "
+               f"seconds per reference {refs.seconds.mean():.1f}"
+               + (f" ({refs.timed_alone.mean():.1f} over the {alone} timed alone)" if alone else ""))
 
 
 @main.group(invoke_without_command=True)

@@ -6,6 +6,10 @@ Each run is reduced to what the metric needs — forget-set confidences, retain/
 and stored as one small ``.npz`` per run. Retrained references are keyed by the data split, model and
 training recipe, so every method (and later invocations) reuse them; unlearned runs are keyed by the
 original model, method and recipe. Both are resumable: a run already on disk is not redone.
+
+A run is described by a :class:`RunTask` (what it needs, not tensors) and done by :func:`perform_run`;
+:mod:`unlearnx.executor` decides where (this process, local worker processes, a Ray cluster). Results come
+back to this process, which alone writes the run store, so the cache is the same wherever runs ran.
 """
 from __future__ import annotations
 
@@ -48,6 +52,8 @@ class RunSet:
     reused: np.ndarray = None  # type: ignore[assignment]
     timed_on: tuple = ()
     native: np.ndarray = None  # type: ignore[assignment]  # per run: a kernel of unlearnx._C ran
+    # Per run: where it ran ({"node", "worker"}) and how many runs ran at once ("concurrent").
+    placement: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         if self.reused is None:
@@ -64,16 +70,28 @@ class RunSet:
         reused = int(np.count_nonzero(self.reused))
         return {"reused": reused, "ran": self.n - reused}
 
+    @property
+    def timed_alone(self) -> np.ndarray:
+        """Seconds of the runs that ran alone (RTE and the time gate use these); all runs when none did."""
+        alone = np.array([p["concurrent"] == 1 for p in self.placement], dtype=bool)
+        return self.seconds[alone] if alone.size == self.n and alone.any() else self.seconds
+
     @classmethod
     def from_results(cls, results, reused=None) -> "RunSet":
-        """Stack per-run dicts (or loaded ``.npz`` files) as :func:`run_summary` + ``seconds`` produce them."""
+        """Stack per-run dicts (or loaded ``.npz`` files) as :func:`run_summary` + ``seconds`` produce them.
+        Runs stored before placement was recorded ran in one process, one at a time."""
         results = list(results)
-        numeric = [f.name for f in dataclasses.fields(cls) if f.name not in ("confs", "reused", "timed_on", "native")]
+        extra = ("confs", "reused", "timed_on", "native", "placement")
+        numeric = [f.name for f in dataclasses.fields(cls) if f.name not in extra]
+        placement = [{"node": str(r["node"]) if "node" in r else "local",
+                      "worker": str(r["worker"]) if "worker" in r else "driver",
+                      "concurrent": int(r["concurrent"]) if "concurrent" in r else 1} for r in results]
         return cls(confs=np.stack([r["confs"] for r in results]),
                    **{name: np.array([float(r[name]) for r in results]) for name in numeric},
                    reused=np.asarray(reused if reused is not None else [False] * len(results), dtype=bool),
                    timed_on=tuple(str(r["timed_on"]) if "timed_on" in r else "" for r in results),
-                   native=np.array([bool(r["native"]) if "native" in r else False for r in results]))
+                   native=np.array([bool(r["native"]) if "native" in r else False for r in results]),
+                   placement=placement)
 
 
 def comparable_timings(*runsets: RunSet, device=None) -> str | None:
@@ -152,77 +170,125 @@ def _state_hash(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class RunTask:
+    """One run of the protocol, described by what it needs; the splits and the original model travel
+    separately, once per worker (see :mod:`unlearnx.executor`).
+
+    ``kind`` is ``"retrained"`` (train ``arch`` from scratch on the retain set with ``recipe``) or
+    ``"unlearned"`` (``method`` with ``recipe`` from the original model).
+    """
+
+    kind: str
+    index: int
+    seed: int
+    recipe: object
+    method: str | None = None
+    arch: str | None = None
+    fused: bool = True
+    batch_size: int = 64
+    channels_last: bool = False
+    amp_dtype: object = None
+    device: str = "cpu"
+
+    def describe(self) -> str:
+        return f"{self.method or 'retrained reference'} run {self.index}"
+
+
+def perform_run(task: RunTask, splits: Splits, original: nn.Module | None, progress: Progress | None = None,
+                device=None, make_context=None) -> dict:
+    """Do one run and reduce it to what the metric needs (:func:`run_summary` plus ``seconds``).
+    ``make_context(model, generator)``: see :func:`unlearned_runs`."""
+    from .api import seed_everything, splits_context
+    from .fingerprint import timing_host
+    from .methods import run_method
+    from .ops import native_calls
+
+    progress = progress or NullProgress()
+    device = device if device is not None else task.device
+    if task.kind == "retrained":
+        start = time.perf_counter()
+        model = train_from_scratch(splits, task.arch, task.recipe, on="retain", seed=task.seed, device=device,
+                                   progress=progress)
+        seconds = time.perf_counter() - start
+        return {**run_summary(model, splits, device), "seconds": seconds, "timed_on": timing_host(device)}
+    model = copy.deepcopy(original).to(device)
+    generator = seed_everything(task.seed)
+    if make_context is not None:
+        ctx = make_context(model, generator)
+    else:
+        ctx = splits_context(model, splits, batch_size=task.batch_size, fused=task.fused, generator=generator,
+                             progress=progress, channels_last=task.channels_last, amp_dtype=task.amp_dtype)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    calls_before = native_calls()
+    run_method(model, ctx, task.method, task.recipe)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {**run_summary(model, splits, device), "seconds": seconds, "timed_on": timing_host(device),
+            "native": native_calls() > calls_before}
+
+
+def _complete(store: RunStore, tasks: list[RunTask], splits: Splits, original, executor, progress, label: str):
+    """Run the tasks whose results are not on disk yet; each result is saved as soon as it arrives."""
+    from .executor import SerialExecutor
+
+    reused = [store.has(t.index) for t in tasks]
+    missing = [t for t, done in zip(tasks, reused) if not done]
+    if missing:
+        executor = executor or SerialExecutor()
+        for task, result in executor.run(missing, splits, original, progress=progress, label=label):
+            store.save(task.index, result)
+    return store.load(len(tasks), reused)
+
+
 def retrained_references(splits: Splits, arch: str, recipe: TrainRecipe, n: int, *, device="cpu",
-                         cache_dir: Path | None = None, progress: Progress | None = None) -> RunSet:
-    """``n`` models trained from scratch on the retain set (seeds 1000..1000+n-1), cached and resumable.
+                         cache_dir: Path | None = None, progress: Progress | None = None,
+                         executor=None) -> RunSet:
+    """``n`` models trained from scratch on the retain set (seeds 1000..1000+n-1), cached and resumable;
+    ``executor`` (see :mod:`unlearnx.executor`) says where they train (default: here, one after another).
     The cache key includes the code fingerprint, torch version and device type (:func:`cache_identity`)."""
-    from .fingerprint import cache_identity, timing_host
+    from .fingerprint import cache_identity
 
     progress = progress or NullProgress()
     meta = {"kind": "references", "split": splits.split_hash(), "arch": arch, "recipe": dataclasses.asdict(recipe),
             **cache_identity(device)}
     store = RunStore(Path(cache_dir or cache_root()) / "references" / _key(meta), meta)
-    reused = [store.has(i) for i in range(n)]
-    for i in range(n):
-        if reused[i]:
-            continue
-        start = time.perf_counter()
-        model = train_from_scratch(splits, arch, recipe, on="retain", seed=1000 + i, device=device, progress=progress)
-        seconds = time.perf_counter() - start
-        store.save(i, {**run_summary(model, splits, device), "seconds": seconds, "timed_on": timing_host(device)})
-    return store.load(n, reused)
+    tasks = [RunTask("retrained", i, 1000 + i, recipe, arch=arch, device=str(device)) for i in range(n)]
+    return _complete(store, tasks, splits, None, executor, progress, "retrained references")
 
 
 def unlearned_runs(original: nn.Module, splits: Splits, method: str, recipe, n: int, *, fused: bool = True,
                    device="cpu", base_seed: int = 0, cache_dir: Path | None = None,
                    progress: Progress | None = None, batch_size: int = 64, channels_last: bool = False,
-                   amp_dtype=None, use_cache: bool = True, make_context=None) -> RunSet:
+                   amp_dtype=None, use_cache: bool = True, make_context=None, executor=None) -> RunSet:
     """``n`` runs of ``method`` from the same ``original`` with seeds ``base_seed + i``.
 
     ``make_context(model, generator)`` replaces the default tensor-resident context (bench uses it to run
-    the notebook-style DataLoader baseline); such runs are never cached.
+    the notebook-style DataLoader baseline); such runs are never cached and always run here, serially.
     """
-    from .api import seed_everything, splits_context
-    from .fingerprint import cache_identity, timing_host
-    from .methods import run_method
-    from .ops import native_calls
+    from .fingerprint import cache_identity
 
     progress = progress or NullProgress()
     meta = {"kind": "unlearned runs", "split": splits.split_hash(), "original": _state_hash(original),
             "method": method, "recipe": dataclasses.asdict(recipe), "fused": fused, "base_seed": base_seed,
             "batch_size": batch_size, "channels_last": channels_last, "amp": str(amp_dtype),
             **cache_identity(device)}
-    folder = Path(cache_dir or cache_root()) / "runs" / f"{method}-{_key(meta)}"
-    store = RunStore(folder, meta) if use_cache and make_context is None else None
-    reused = [store is not None and store.has(i) for i in range(n)]
-    results = []
-    for i in range(n):
-        if reused[i]:
-            continue
-        model = copy.deepcopy(original).to(device)
-        generator = seed_everything(base_seed + i)
-        if make_context is not None:
-            ctx = make_context(model, generator)
-        else:
-            ctx = splits_context(model, splits, batch_size=batch_size, fused=fused, generator=generator,
-                                 progress=progress, channels_last=channels_last, amp_dtype=amp_dtype)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        calls_before = native_calls()
-        run_method(model, ctx, method, recipe)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        result = {**run_summary(model, splits, device), "seconds": seconds, "timed_on": timing_host(device),
-                  "native": native_calls() > calls_before}
-        if store is not None:
-            store.save(i, result)
-        else:
-            results.append(result)
-    if store is not None:
-        return store.load(n, reused)
-    return RunSet.from_results(results)
+    tasks = [RunTask("unlearned", i, base_seed + i, recipe, method=method, fused=fused, batch_size=batch_size,
+                     channels_last=channels_last, amp_dtype=amp_dtype, device=str(device)) for i in range(n)]
+    if make_context is None:
+        folder = Path(cache_dir or cache_root()) / "runs" / f"{method}-{_key(meta)}"
+        if use_cache:
+            return _complete(RunStore(folder, meta), tasks, splits, original, executor, progress,
+                             f"{method} runs")
+        from .executor import SerialExecutor
+
+        executor = executor or SerialExecutor()
+        return RunSet.from_results(r for _, r in executor.run(tasks, splits, original, progress=progress,
+                                                               label=f"{method} runs"))
+    return RunSet.from_results(perform_run(t, splits, original, progress, make_context=make_context) for t in tasks)
 
 
 def score(unlearned: RunSet, retrained: RunSet) -> dict:

@@ -58,16 +58,18 @@ def notebook_loaders(splits: Splits, batch_size: int):
 
 def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods: list[str], *, runs: int = 1,
                   device=torch.device("cpu"), ingredients: bool = False, train_recipe=None, progress=None,
-                  batch_size: int = 64, base_seed: int = 0, preset: str = "published") -> list[dict]:
+                  batch_size: int = 64, base_seed: int = 0, preset: str = "published", executor=None) -> list[dict]:
     """One row per (method, impl): mean seconds per run, accuracies, MIA; with ``runs >= 3`` also the
     competition score against ``runs`` cached retrained references and RTE (from 3 runs; see below).
-    Recipes start from ``preset`` (see :func:`unlearnx.methods.make_recipe`)."""
+    Recipes start from ``preset`` (see :func:`unlearnx.methods.make_recipe`). ``executor`` (see
+    :mod:`unlearnx.executor`) trains the references; the timed method runs always run here, one at a time."""
     progress = progress or NullProgress()
     for name in methods:
         get_method(name)  # unknown names fail before any work
     references: RunSet | None = None
     if runs >= MIN_SCORE_RUNS and train_recipe is not None:
-        references = retrained_references(splits, arch, train_recipe, runs, device=device, progress=progress)
+        references = retrained_references(splits, arch, train_recipe, runs, device=device, progress=progress,
+                                          executor=executor)
     loader = notebook_loaders(splits, batch_size)
     rows = []
     for name in methods:
@@ -106,7 +108,7 @@ def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods:
                 row.update(score=score(result, references)["score"])
                 row["cache"]["references"] = references.cache_counts()
                 problem = comparable_timings(result, references, device=device)
-                row["rte"] = None if problem else float(references.seconds.mean() / result.seconds.mean())
+                row["rte"] = None if problem else float(references.timed_alone.mean() / result.seconds.mean())
                 if problem:
                     row["rte_unavailable"] = problem
             rows.append(row)

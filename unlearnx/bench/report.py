@@ -82,13 +82,20 @@ def plot(result: dict, path: Path) -> bool:
     ax.set_title(f"unlearnx bench on {result.get('data', {}).get('source', '?')} ({result['machine'].get('device')})")
     ax.legend()
     ax.grid(alpha=0.3)
+    save_figure(fig, path)
+    return True
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     from ..atomic import atomic_open
 
     with atomic_open(path, "wb") as f:
         fig.savefig(f, dpi=120, format="png")
     plt.close(fig)
-    return True
 
 
 def write_outputs(result: dict, out: Path) -> list[Path]:
