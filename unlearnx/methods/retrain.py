@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..layers import needs_roles
 from ..training import TrainRecipe, train_model
 from .base import Recipe, at_least, one_of, register
 
@@ -64,6 +65,7 @@ def reinitialise(model: nn.Module) -> None:
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 
+@needs_roles("resettable")
 def _retrain(model: nn.Module, ctx, r: RetrainRecipe) -> None:
     recipe = r.train_recipe()
     reinitialise(model)
