@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from .common import (FORGET_HELP, UserError, _friendly, describe_preset, make_console, preset_option,
-                     refuse_overwrite, resolve_device, resolve_preset)
+from .common import (FORGET_HELP, MODEL_HELP, UserError, _friendly, check_model_spec, describe_preset, make_console,
+                     preset_option, refuse_overwrite, resolve_device, resolve_preset)
 
 
 @click.command()
@@ -15,7 +15,7 @@ from .common import (FORGET_HELP, UserError, _friendly, describe_preset, make_co
 @click.option("--forget", "forget_spec", default=None, help=FORGET_HELP)
 @click.option("--split-seed", default=0, show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Original model state_dict.")
-@click.option("--model", "arch", default=None, help="resnet18 or small.")
+@click.option("--model", "arch", default=None, help=MODEL_HELP)
 @click.option("--runs", "-n", default=8, show_default=True,
               help="Unlearned runs and retrained references (512 reproduces the competition).")
 @click.option("--seed", default=0, show_default=True, help="Run i uses seed SEED + i.")
@@ -37,6 +37,7 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
 
     from unlearnx import data as data_mod
     from unlearnx.methods import make_recipe, parse_overrides
+    from unlearnx.models import describe_model
     from unlearnx.pipeline import default_train_recipe, original_model
     from unlearnx.protocol import MIN_SCORE_RUNS, mean_std, retrained_references, score, unlearned_runs
     from unlearnx.report import new_report, write_json_atomic
@@ -51,6 +52,7 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
                         "construction)")
     if out is not None:
         refuse_overwrite(out, force)
+    check_model_spec(arch, from_scratch=True)  # the retrained references are trained from scratch
     dev = resolve_device(device)
     console = make_console(stderr=True)
     if note := describe_preset(method, preset):
@@ -71,7 +73,7 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
                          ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia", "seconds")}
     report = new_report(seed=seed, data={**splits.summary(), "split_seed": split_seed}, method=method,
                         impl="fused" if fused else "pytorch", preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
-                        original_checkpoint=where, runs=runs, score=result, metrics=metrics,
+                        model=describe_model(arch, original), original_checkpoint=where, runs=runs, score=result, metrics=metrics,
                         mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe))
     table = Table(title=f"{method}: {runs} unlearned runs vs {runs} retrained references")
     table.add_column("metric")

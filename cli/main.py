@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 
-from .common import DATA_HELP, FORGET_HELP, _friendly, format_changes, make_console, refuse_overwrite, resolve_device  # noqa: E402
+from .common import (DATA_HELP, FORGET_HELP, MODEL_HELP, _friendly, check_model_spec, format_changes,  # noqa: E402
+                     make_console, refuse_overwrite, resolve_device)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -89,7 +90,7 @@ def methods(details):
 @click.option("--data", default=None, help=DATA_HELP)
 @click.option("--forget", "forget_spec", default=None, help=FORGET_HELP)
 @click.option("--split-seed", default=0, show_default=True, help="Seed of the forget-set draw.")
-@click.option("--model", "arch", default=None, help="resnet18 or small (default: small for digits, else resnet18).")
+@click.option("--model", "arch", default=None, help=MODEL_HELP)
 @click.option("--recipe", "recipe_name", default=None,
               help="competition | starting-kit | digits (default: digits for digits, else competition).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value (epochs=10).")
@@ -119,6 +120,7 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     from .progress import RichProgress
 
     refuse_overwrite(out, force)
+    check_model_spec(arch, from_scratch=True)
     dev = resolve_device(device)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     arch = arch or default_arch(data_mod.detect_source(data))

@@ -80,7 +80,7 @@ def model_roles(model: nn.Module, example=None) -> ModelRoles:
     """The roles of ``model``'s layers (see the module docstring).
 
     ``example`` is an input batch (a Tensor) or a ``Batches`` whose first batch is used without drawing any
-    randomness; without one, an input is guessed from the first layer (``[2, C, 32, 32]`` and up).
+    randomness; without one, an input is guessed from the first layer (``[2, C, 32, 32]``, then other common sizes).
     """
     structure = _structure(model)
     cached = _CACHE.get(model)
@@ -120,7 +120,7 @@ def _trace_guessing(model: nn.Module) -> ModelRoles:
         shapes = [(2, first.in_features)]
     else:
         channels = first.in_channels
-        shapes = [(2, channels) + (size,) * (first.weight.dim() - 2) for size in (32, 64, 224)]
+        shapes = [(2, channels) + (size,) * (first.weight.dim() - 2) for size in (32, 16, 28, 64, 224)]
     error = None
     for shape in shapes:
         try:
@@ -254,10 +254,19 @@ def missing_roles(model: nn.Module, needs, example=None) -> list[str]:
     return [need for need in needs if not have[need]()]
 
 
+def reset_function(module: nn.Module):
+    """``module.reset_parameters`` (or ``_reset_parameters``, as nn.MultiheadAttention names it), or None."""
+    for name in ("reset_parameters", "_reset_parameters"):
+        fn = getattr(module, name, None)
+        if callable(fn):
+            return fn
+    return None
+
+
 def unresettable(model: nn.Module) -> list[str]:
     """Modules that hold parameters of their own but have no ``reset_parameters()``."""
     return [name or type(model).__name__ for name, m in model.named_modules()
-            if list(m.parameters(recurse=False)) and not callable(getattr(m, "reset_parameters", None))]
+            if list(m.parameters(recurse=False)) and reset_function(m) is None]
 
 
 def needs_roles(*roles):
