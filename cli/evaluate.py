@@ -73,8 +73,8 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
                          ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia", "seconds")}
     report = new_report(seed=seed, data={**splits.summary(), "split_seed": split_seed}, method=method,
                         impl="fused" if fused else "pytorch", preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
-                        model=describe_model(arch, original), original_checkpoint=where, runs=runs, score=result, metrics=metrics,
-                        mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe))
+                        model=describe_model(arch, original), original_checkpoint=where, runs=runs, score=result,
+                        metrics=metrics, mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe))
     table = Table(title=f"{method}: {runs} unlearned runs vs {runs} retrained references")
     table.add_column("metric")
     table.add_column("unlearned", justify="right")

@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from .common import (DATA_HELP, FORGET_HELP, MODEL_HELP, UserError, _friendly, check_model_spec, describe_preset,
-                     make_console, preset_option, refuse_overwrite, remove_stale_outputs, resolve_device, resolve_preset)
+                     make_console, preset_option, refuse_overwrite, remove_stale_outputs, resolve_device,
+                     resolve_preset)
 
 # The files every run writes into --out, and those only an --export writes.
 RUN_FILES = ("unlearned.pt", "report.json", "metrics.csv", "metrics.md")
@@ -112,7 +113,8 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
         report = new_report(
             seed=seed, seed_drawn=seed_drawn, data={**splits.summary(), "split_seed": split_seed}, method=method,
             impl="fused" if fused else "pytorch", preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
-            model=describe_model(arch, original), original_checkpoint=original_source, device=str(dev), mia_name="mia.loss_lr",
+            model=describe_model(arch, original), original_checkpoint=original_source, device=str(dev),
+            mia_name="mia.loss_lr",
             seconds=watch.timings["unlearn"],
             original=measure(original, splits, dev, all_mias), unlearned=measure(model, splits, dev, all_mias))
         if retrained is not None:

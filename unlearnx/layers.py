@@ -293,7 +293,10 @@ def roles_needed(fn, recipe) -> tuple[str, ...]:
 
 def check_roles(model: nn.Module, method: str, needs, example=None) -> None:
     """Refuse, in one line naming what is missing, a model that lacks a role ``method`` needs."""
-    missing = missing_roles(model, needs, example)
+    try:
+        missing = missing_roles(model, needs, example)
+    except ValueError as exc:  # the model could not be traced: say which method needed it
+        raise ValueError(f"{method}: {exc}") from None
     if missing:
         what = "; ".join(ROLE_TEXT[m] for m in missing)
         if "resettable" in missing:

@@ -51,6 +51,8 @@ def train_from_scratch(splits: Splits, arch: str, recipe: TrainRecipe, *, on: st
     else:
         raise ValueError(f"train on 'train' or 'retain', not {on!r}")
     model = build_model(arch, splits.num_classes, splits.input_shape[0]).to(device)
+    if parse_model_spec(arch).kind != "builtin":  # a clear line, not an error from inside the first step
+        check_model_runs(model, splits.input_shape, splits.num_classes, arch)
     # The competition weights its CE by the training set's class counts (age_class_weights.json when given).
     counts = splits.class_counts if on == "train" else torch.bincount(split.labels, minlength=splits.num_classes).tolist()
     val = _batches(splits, splits.validation, 256, device, False) if splits.validation is not None else None
