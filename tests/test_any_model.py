@@ -211,3 +211,26 @@ def test_python_api_takes_a_model_without_resnet_names():
     before = [p.clone() for p in net.parameters()]
     unlearnx.unlearn(net, retain, forget, method="kde", seed=0, warmup_epochs=1, epochs=1)
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+SCRIPT_RUNS = {"finetune", "grad-ascent", "l1-sparse", "neggrad", "neggrad-plus", "random-label", "salun", "scl",
+               "scl-bikl", "scrub"}  # the methods that need no layer roles
+
+
+@pytest.mark.parametrize("method", sorted(TINY))
+def test_torchscript_model_runs_the_methods_without_roles_and_refuses_the_rest(method, small_digits):
+    import warnings
+
+    from unlearnx.models import copy_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = copy_model(torch.jit.script(build_model("user_models:plain_cnn", 10, 3)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    if method in SCRIPT_RUNS:
+        unlearn_splits(model, small_digits, method, seed=0, **TINY[method])
+        assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+        return
+    with pytest.raises(ValueError, match=f"^{method}: a TorchScript model's layers cannot be traced"):
+        unlearn_splits(model, small_digits, method, seed=0, **TINY[method])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -86,13 +86,17 @@ def model_roles(model: nn.Module, example=None) -> ModelRoles:
     cached = _CACHE.get(model)
     if cached is not None and cached[0] == structure:
         return cached[1]
-    if isinstance(model, torch.jit.ScriptModule):
-        raise ValueError("a TorchScript model's layers cannot be traced: load its weights into the Python model "
-                         "class instead to use a method that needs layer roles")
+    _refuse_script(model)
     x = example_input(example) if example is not None else None
     roles = _trace(model, x) if x is not None else _trace_guessing(model)
     _CACHE[model] = (structure, roles)
     return roles
+
+
+def _refuse_script(model: nn.Module) -> None:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ValueError("a TorchScript model's layers cannot be traced: load its weights into the Python model "
+                         "class instead to use a method that needs layer roles")
 
 
 def example_input(example) -> Tensor:
@@ -240,6 +244,7 @@ def missing_roles(model: nn.Module, needs, example=None) -> list[str]:
     needs = tuple(needs)
     if not needs:
         return []
+    _refuse_script(model)  # its submodules are not nn.Conv2d etc., so every role would look missing
     roles = model_roles(model, example) if {"stem", "head", "reinit_pool"} & set(needs) else None
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     have = {
