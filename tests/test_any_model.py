@@ -234,3 +234,17 @@ def test_torchscript_model_runs_the_methods_without_roles_and_refuses_the_rest(m
     with pytest.raises(ValueError, match=f"^{method}: a TorchScript model's layers cannot be traced"):
         unlearn_splits(model, small_digits, method, seed=0, **TINY[method])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_cached_models_of_a_factory_are_keyed_by_its_source(tmp_path, monkeypatch):
+    """Editing a factory's file must not let the cache answer with a model the old code built."""
+    from unlearnx.models import spec_fingerprint
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = tmp_path / "edited_factory.py"
+    source.write_text("from torch import nn\n\ndef make(num_classes, in_channels):\n"
+                      "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 256, num_classes))\n")
+    first = spec_fingerprint("edited_factory:make")
+    source.write_text(source.read_text().replace("nn.Flatten(), ", "nn.Flatten(), nn.Identity(), "))
+    assert spec_fingerprint("edited_factory:make") != first
+    assert spec_fingerprint("resnet18") == spec_fingerprint("small") == ""  # built-in keys stay as they were

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .data import Splits
+from .models import spec_fingerprint
 from .pipeline import cache_root, evaluation_batches, train_from_scratch
 from .training import NullProgress, Progress, TrainRecipe
 
@@ -116,6 +117,8 @@ def retrained_references(splits: Splits, arch: str, recipe: TrainRecipe, n: int,
     """``n`` models trained from scratch on the retain set (seeds 0..n-1), cached and resumable."""
     progress = progress or NullProgress()
     meta = {"kind": "retrained", "split": splits.split_hash(), "arch": arch, "recipe": dataclasses.asdict(recipe)}
+    if fingerprint := spec_fingerprint(arch):  # a user factory's source, torchvision's version; none for built-ins
+        meta["model_code"] = fingerprint
     store = RunStore(Path(cache_dir or cache_root()) / "references" / _key(meta), meta)
     for i in range(n):
         if store.has(i):
