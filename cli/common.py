@@ -72,6 +72,9 @@ def resolve_device(name: str):
 
 DATA_HELP = ("Data source: 'digits' (default, embedded), a competition folder, an ImageFolder tree, "
              "or cifar-10-batches-py.")
+MODEL_HELP = ("Model: resnet18, small, torchvision:NAME[:key=value,...], package.module:callable[:key=value,...] "
+              "(called with num_classes and in_channels), or a TorchScript file. Default: small for digits, else "
+              "resnet18.")
 FORGET_HELP = "Forget set for sources without one: a fraction (0.1), 'classes:0,3' or 'groups:15'."
 PRESET_HELP = ("Recipe starting point: 'published' (the sources' values), 'digits' (published with the changes "
                "the small digits demo needs; `unlearnx methods --details` lists them) or 'auto' (digits on the "
@@ -79,6 +82,21 @@ PRESET_HELP = ("Recipe starting point: 'published' (the sources' values), 'digit
 # The same --preset on every command that builds a recipe.
 preset_option = click.option("--preset", type=click.Choice(["auto", "published", "digits"]), default="auto",
                              show_default=True, help=PRESET_HELP)
+
+
+def check_model_spec(spec: str | None, from_scratch: bool = False):
+    """Parse --model before any work (a bad name, an unimportable factory, a missing file fail at once)."""
+    if spec is None:
+        return None
+    from unlearnx.models import _factory, parse_model_spec
+
+    parsed = parse_model_spec(spec)
+    if parsed.kind == "factory":
+        _factory(parsed)
+    if from_scratch and not parsed.trains_from_scratch:
+        raise UserError(f"--model {spec}: training needs a freshly initialised model, and a model file only holds "
+                        "trained weights; give the model's factory instead")
+    return parsed
 
 
 def format_changes(changes: dict) -> str:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from .common import (FORGET_HELP, UserError, _friendly, describe_preset, execution_options, make_console,
-                     preset_option, refuse_overwrite, resolve_device, resolve_preset, resolve_train_recipe)
+from .common import (FORGET_HELP, MODEL_HELP, UserError, _friendly, check_model_spec, describe_preset,
+                     execution_options, make_console, preset_option, refuse_overwrite, resolve_device, resolve_preset,
+                     resolve_train_recipe)
 
 
 def _reuse_line(references: dict, unlearned: dict) -> str:
@@ -35,7 +36,7 @@ def _rte(unlearned, retrained, device) -> tuple[float | None, str | None]:
 @click.option("--forget", "forget_spec", default=None, help=FORGET_HELP)
 @click.option("--split-seed", default=0, show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Original model state_dict.")
-@click.option("--model", "arch", default=None, help="resnet18 or small.")
+@click.option("--model", "arch", default=None, help=MODEL_HELP)
 @click.option("--runs", "-n", default=8, show_default=True,
               help="Unlearned runs and retrained references (512 reproduces the competition).")
 @click.option("--seed", default=0, show_default=True, help="Run i uses seed SEED + i.")
@@ -64,6 +65,7 @@ def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arc
     from unlearnx.methods import METHODS, make_recipe, parse_overrides
     from unlearnx.pipeline import original_model
     from unlearnx.protocol import MIN_SCORE_RUNS, retrained_references, unlearned_runs
+    from unlearnx.models import describe_model
 
     from .progress import RichProgress
 
@@ -86,6 +88,7 @@ def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arc
         if leaderboard and out.suffix != ".json":
             raise UserError("--out must end in .json with --methods (the .csv, .md and .png are written beside it)")
         refuse_overwrite(out, force)
+    check_model_spec(arch, from_scratch=True)  # the retrained references are trained from scratch
     dev = resolve_device(device)
     console = make_console(stderr=True)
     for m in methods:
@@ -109,7 +112,7 @@ def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arc
     # "fused" only when a kernel of unlearnx._C ran in every run.
     native = all(r.native.all() for r in unlearned.values())
     common = dict(seed=seed, data={**splits.summary(), "split_seed": split_seed},
-                  impl="fused" if fused and native else "pytorch", device=dev, preset=preset, arch=arch, original_checkpoint=where,
+                  impl="fused" if fused and native else "pytorch", device=dev, model=describe_model(arch, original), preset=preset, arch=arch, original_checkpoint=where,
                   runs=runs, mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe),
                   execution=execution_block, placement=placement)
     if leaderboard:

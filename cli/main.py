@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 
-from .common import (DATA_HELP, FORGET_HELP, UserError, _friendly, execution_options, format_changes,  # noqa: E402
-                     make_console, refuse_overwrite, resolve_device, resolve_train_recipe)
+from .common import (DATA_HELP, FORGET_HELP, MODEL_HELP, UserError, _friendly, check_model_spec,  # noqa: E402
+                     execution_options, format_changes, make_console, refuse_overwrite, resolve_device,
+                     resolve_train_recipe)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -103,7 +104,7 @@ def methods(details, as_json):
 @click.option("--data", default=None, help=DATA_HELP)
 @click.option("--forget", "forget_spec", default=None, help=FORGET_HELP)
 @click.option("--split-seed", default=0, show_default=True, help="Seed of the forget-set draw.")
-@click.option("--model", "arch", default=None, help="resnet18 or small (default: small for digits, else resnet18).")
+@click.option("--model", "arch", default=None, help=MODEL_HELP)
 @click.option("--recipe", "recipe_name", default=None,
               help="competition | starting-kit | digits (default: digits for digits, else competition).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value (epochs=10).")
@@ -147,6 +148,7 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give the file to write, e.g. {out / 'model.pt'}")
     refuse_overwrite(out, force)
+    check_model_spec(arch, from_scratch=True)
     dev = resolve_device(device)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     arch = arch or default_arch(data_mod.detect_source(data))
@@ -185,6 +187,7 @@ def _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, de
 
     if n < 1:
         raise UserError(f"--references must be at least 1, got {n}")
+    check_model_spec(arch, from_scratch=True)
     dev = resolve_device(device)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     arch = arch or default_arch(splits.kind)

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import click
 
-from .common import (DATA_HELP, FORGET_HELP, UserError, _friendly, debugging, describe_preset, make_console, preset_option, refuse_overwrite,
-                     remove_stale_outputs, resolve_device, resolve_preset)
+from .common import (DATA_HELP, FORGET_HELP, MODEL_HELP, UserError, _friendly, check_model_spec, debugging,
+                     describe_preset, make_console, preset_option, refuse_overwrite, remove_stale_outputs,
+                     resolve_device, resolve_preset)
 
 # The files every run writes into --out, and those only an --export writes.
 RUN_FILES = ("unlearned.pt", "report.json", "metrics.csv", "metrics.md")
@@ -21,7 +22,7 @@ EXPORT_FILES = ("model.pt2", "model.ts")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Original model state_dict. Default: the competition folder's original_model.pth, else a model "
                    "trained once for this data and cached.")
-@click.option("--model", "arch", default=None, help="resnet18 or small (default: small for digits, else resnet18).")
+@click.option("--model", "arch", default=None, help=MODEL_HELP)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: runs/<method>). Refused if it exists, unless --force.")
 @click.option("--seed", type=int, default=None, help="Fix every random draw (default: a fresh random run).")
@@ -49,15 +50,14 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
 
     With no --data it uses scikit-learn's bundled digits and trains (and caches) the original model first.
     """
-    import copy
     import dataclasses
     import os
 
     from unlearnx import data as data_mod
     from unlearnx.api import seed_everything, splits_context
     from unlearnx.methods import get_method, make_recipe, parse_overrides, run_method
+    from unlearnx.models import copy_model, describe_model, save_state_dict
     from unlearnx.ops import impl_label, native_calls
-    from unlearnx.models import save_state_dict
     from unlearnx.pipeline import Stopwatch, cached_model, default_train_recipe, measure, original_model
     from unlearnx.report import export, new_report, render_unlearn_table, write_json_atomic
 
@@ -76,6 +76,10 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     if checkpoint is not None and not checkpoint.is_file():
         raise UserError(f"--checkpoint {checkpoint} does not exist" if not checkpoint.exists() else
                         f"--checkpoint {checkpoint} is not a file")
+    spec = check_model_spec(arch)
+    if reference and spec is not None and not spec.trains_from_scratch:
+        raise UserError(f"--reference: a retrained reference is trained from scratch, and --model {arch} is a file "
+                        "holding trained weights only; give the model's factory instead, or --no-reference")
     seed_drawn = seed is None
     if seed_drawn:  # draw one and record it, so a run worth keeping can be repeated with --seed
         seed = int.from_bytes(os.urandom(4), "little") >> 1
@@ -97,8 +101,8 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
         cache = {"original": "checkpoint" if from_checkpoint else
                  ("reused" if original_source.endswith("(cached)") else "ran")}
 
-        if reference is None:
-            reference = kind == "digits"
+        if reference is None:  # a model file cannot be trained from scratch: no reference then
+            reference = kind == "digits" and (spec is None or spec.trains_from_scratch)
         retrained = None
         if reference:
             with watch("retrained reference"):
@@ -107,7 +111,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
                 console.print(f"retrained reference: {'cached' if cached else 'trained and cached'} at {path}")
             cache["reference"] = "reused" if cached else "ran"
 
-        model = copy.deepcopy(original)
+        model = copy_model(original)  # the original stays as it was, for the report
         generator = seed_everything(seed)
         ctx = splits_context(model, splits, batch_size=batch_size, fused=fused, generator=generator,
                              progress=progress)
@@ -133,7 +137,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
             report = new_report(
                 seed=seed, seed_drawn=seed_drawn, data={**splits.summary(), "split_seed": split_seed}, method=method,
                 impl=impl_label(fused, native_before), preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
-                original_checkpoint=original_source, device=str(dev), mia_name="mia.loss_lr",
+                model=describe_model(arch, original), original_checkpoint=original_source, device=str(dev), mia_name="mia.loss_lr",
                 seconds=watch.timings["unlearn"], cache=cache, checkpoint=str(model_path),
                 original=measure(original, splits, dev, all_mias), unlearned=measure(model, splits, dev, all_mias))
             if retrained is not None:

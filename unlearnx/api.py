@@ -54,11 +54,13 @@ def make_context(model: nn.Module, retain, forget, validation=None, *, num_class
     retain = as_batches(retain, device, generator, dtype)
     forget = as_batches(forget, device, generator, dtype)
     validation = as_batches(validation, device, generator, dtype)
-    if num_classes is None:
-        out = getattr(model, "fc", None)
-        num_classes = int(out.out_features) if isinstance(out, nn.Linear) else None
-        if num_classes is None:
-            raise ValueError("cannot tell the number of classes from the model: pass num_classes")
+    if num_classes is None:  # the width of the logits on the first retain batch
+        from .layers import model_roles
+
+        try:
+            num_classes = model_roles(model, retain).num_classes
+        except ValueError as exc:
+            raise ValueError(f"cannot tell the number of classes from the model ({exc}): pass num_classes") from None
     return UnlearnContext(retain=retain, forget=forget, validation=validation, num_classes=num_classes,
                           ops=ops.select(fused), generator=generator, device=device,
                           progress=progress or NullProgress(), amp_dtype=amp_dtype,

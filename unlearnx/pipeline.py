@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from .data import Splits, TensorBatches
-from .models import build_model, load_checkpoint, save_state_dict
+from .models import build_model, check_model_runs, load_checkpoint, parse_model_spec, save_state_dict, spec_fingerprint
 from .training import NullProgress, Progress, TrainRecipe, train_model
 
 
@@ -37,6 +38,10 @@ def train_from_scratch(splits: Splits, arch: str, recipe: TrainRecipe, *, on: st
                        device="cpu", progress: Progress | None = None, resume_path=None) -> nn.Module:
     """Train ``arch`` on the training set (``on="train"``: retain + forget) or on retain only (a retrained
     reference), seeded by ``seed``; ``resume_path`` makes it resumable (see :func:`train_model`)."""
+    if not parse_model_spec(arch).trains_from_scratch:
+        raise ValueError(f"--model {arch}: training from scratch (an original without --checkpoint's weights, or "
+                         "a retrained reference) needs a freshly initialised model, and a model file only holds "
+                         "trained weights; give the model's factory instead (or --no-reference)")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     if on == "train":
@@ -46,6 +51,8 @@ def train_from_scratch(splits: Splits, arch: str, recipe: TrainRecipe, *, on: st
     else:
         raise ValueError(f"train on 'train' or 'retain', not {on!r}")
     model = build_model(arch, splits.num_classes, splits.input_shape[0]).to(device)
+    if parse_model_spec(arch).kind != "builtin":  # a clear line, not an error from inside the first step
+        check_model_runs(model, splits.input_shape, splits.num_classes, arch)
     # The competition weights its CE by the training set's class counts (age_class_weights.json when given).
     counts = splits.class_counts if on == "train" else torch.bincount(split.labels, minlength=splits.num_classes).tolist()
     val = _batches(splits, splits.validation, 256, device, False) if splits.validation is not None else None
@@ -57,8 +64,11 @@ def train_from_scratch(splits: Splits, arch: str, recipe: TrainRecipe, *, on: st
 
 def training_key(splits: Splits, arch: str, recipe: TrainRecipe, on: str, seed: int) -> str:
     """What a resumable training state belongs to: data split, architecture, recipe, training set, seed."""
-    payload = json.dumps({"split": splits.split_hash(), "arch": arch, "recipe": dataclasses.asdict(recipe),
-                          "on": on, "seed": seed}, sort_keys=True)
+    fields = {"split": splits.split_hash(), "arch": arch, "recipe": dataclasses.asdict(recipe), "on": on, "seed": seed}
+    fingerprint = spec_fingerprint(arch)  # a user factory's code, torchvision's version; none for built-ins
+    if fingerprint:
+        fields["model_code"] = fingerprint
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -82,7 +92,8 @@ def cached_model(splits: Splits, arch: str, recipe: TrainRecipe, *, on: str, see
     name = "original" if on == "train" else "retrained"
     source = Path(splits.source).name or "data"
     key = _cache_key(splits, arch, recipe, on, seed, device)
-    path = folder / f"{source}-{arch}-{name}-seed{seed}-{key}.pt"
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", arch)[-40:]  # a spec may hold ':', '/', '='
+    path = folder / f"{source}-{label}-{name}-seed{seed}-{key}.pt"
     if path.exists():
         model = load_checkpoint(path, arch, splits.num_classes, splits.input_shape[0]).to(device).eval()
         return model, path, True
@@ -176,10 +187,16 @@ def original_model(splits: Splits, *, checkpoint=None, arch: str | None = None, 
     from .models import default_arch, infer_arch
 
     checkpoint = checkpoint or splits.checkpoint  # a competition folder's original_model.pth
+    spec = parse_model_spec(arch) if arch else None
+    if spec is not None and spec.kind != "builtin":  # refuse a model that cannot take the data before any work
+        check_model_runs(build_model(arch, splits.num_classes, splits.input_shape[0]), splits.input_shape,
+                         splits.num_classes, arch)
     if checkpoint is not None:
         # Without an explicit arch the checkpoint's keys tell it.
         model = load_checkpoint(checkpoint, arch, splits.num_classes, splits.input_shape[0]).to(device).eval()
         return model, arch or infer_arch(model.state_dict()), str(checkpoint)
+    if spec is not None and spec.kind == "file":  # the file holds the original's weights
+        return build_model(arch, splits.num_classes, splits.input_shape[0]).to(device).eval(), arch, spec.target
     arch = arch or default_arch(splits.kind)
     model, path, cached = cached_model(splits, arch, default_train_recipe(splits), on="train", device=device,
                                        progress=progress)

@@ -27,6 +27,7 @@ from torch import nn
 
 from .atomic import save_npz, write_json
 from .data import Splits
+from .models import spec_fingerprint
 from .pipeline import cache_root, evaluation_batches, train_from_scratch
 from .training import NullProgress, Progress, TrainRecipe
 
@@ -255,6 +256,8 @@ def retrained_references(splits: Splits, arch: str, recipe: TrainRecipe, n: int,
     progress = progress or NullProgress()
     meta = {"kind": "references", "split": splits.split_hash(), "arch": arch, "recipe": dataclasses.asdict(recipe),
             **cache_identity(device)}
+    if fingerprint := spec_fingerprint(arch):  # a user factory's source, torchvision's version; none for built-ins
+        meta["model_code"] = fingerprint
     store = RunStore(Path(cache_dir or cache_root()) / "references" / _key(meta), meta)
     tasks = [RunTask("retrained", i, 1000 + i, recipe, arch=arch, device=str(device)) for i in range(n)]
     return _complete(store, tasks, splits, None, executor, progress, "retrained references")

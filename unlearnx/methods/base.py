@@ -10,6 +10,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..layers import check_roles, model_roles, roles_needed
 from ..training import NullProgress, Progress
 
 
@@ -314,6 +315,19 @@ def parse_overrides(pairs) -> dict[str, str]:
     return out
 
 
+def check_model(model: nn.Module, ctx: UnlearnContext, method: str, needs=()) -> None:
+    """Before any work: the model runs on the data and gives one logit per class, and has the layer roles
+    (see :mod:`unlearnx.layers`) that ``method`` needs."""
+    if isinstance(model, torch.jit.ScriptModule):  # cannot be traced with hooks: only methods needing no roles
+        if needs:
+            check_roles(model, method, needs, ctx.retain)
+        return
+    width = model_roles(model, ctx.retain).num_classes
+    if width != ctx.num_classes:
+        raise ValueError(f"the model outputs {width} logits per example, but the data has {ctx.num_classes} classes")
+    check_roles(model, method, needs, ctx.retain)
+
+
 def run_method(model: nn.Module, ctx: UnlearnContext, method: str, recipe: Recipe | None = None) -> nn.Module:
     info = get_method(method)
     recipe = recipe or info.default_recipe()
@@ -321,6 +335,7 @@ def run_method(model: nn.Module, ctx: UnlearnContext, method: str, recipe: Recip
         raise TypeError(f"{method} needs a {info.recipe.__name__}, got {type(recipe).__name__}")
     if ctx.forget.num_examples == 0:
         raise ValueError("the forget set is empty: nothing to unlearn")
+    check_model(model, ctx, method, roles_needed(info.fn, recipe))
     from .nan_guard import run_guarded
 
     run_guarded(info.fn, model, ctx, recipe, method)  # NaN/inf weights: an error naming phase and recipe values

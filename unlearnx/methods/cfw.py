@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers import model_roles, needs_roles
 from ..training import cosine, run_epoch, sgd
 from .base import Recipe, Rule, UnlearnContext, at_least, one_of, register
 
@@ -58,16 +59,20 @@ class CFWRecipe(Recipe):
         return self.epochs - 2 if self.jitter_after_epoch is None else self.jitter_after_epoch
 
 
-def confusable_convs(model: nn.Module, all_convs: bool = False) -> list[tuple[str, nn.Module]]:
-    """The layers ``vision_confuser`` touches: top-level ``conv*`` children with a weight, or every Conv2d."""
+def confusable_convs(model: nn.Module, all_convs: bool = False, example=None) -> list[tuple[str, nn.Module]]:
+    """The layers ``vision_confuser`` touches: the input stem (the port's top-level ``conv*`` children: a
+    ResNet's ``conv1``; a vision transformer's patch embedding), or every Conv2d."""
     if all_convs:
         return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    return [(name, m) for name, m in model.named_children() if "conv" in name and hasattr(m, "weight")]
+    stem = model_roles(model, example).stem
+    if stem is None:
+        raise ValueError("cfw needs an input stem (the first conv or patch embedding the input meets)")
+    return [(stem, model.get_submodule(stem))]
 
 
 @torch.no_grad()
 def vision_confuser(model: nn.Module, ctx: UnlearnContext, std: float, all_convs: bool = False) -> None:
-    for _, module in confusable_convs(model, all_convs):
+    for _, module in confusable_convs(model, all_convs, ctx.retain):
         module.weight.add_(ctx.randn_like(module.weight, std))
 
 
@@ -106,6 +111,7 @@ def weighted_ce(weights: Tensor | None, weighting: str):
     return loss
 
 
+@needs_roles(lambda r: () if r.noise_all_convs else ("stem",))
 def _cfw(model: nn.Module, ctx: UnlearnContext, r: CFWRecipe) -> None:
     loss_fn = weighted_ce(class_weight_table(r, ctx), r.weighting)
     vision_confuser(model, ctx, r.noise_std, r.noise_all_convs)

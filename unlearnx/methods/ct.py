@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..layers import needs_roles
 from ..training import cosine, cross_entropy, run_epoch, sgd
 from .base import Recipe, UnlearnContext, at_least, greater_than, in_range, register
 
@@ -65,13 +66,14 @@ class CTRecipe(Recipe):
 @torch.no_grad()
 def transpose_kernels(model: nn.Module) -> None:
     """Swap kernel H and W of every Conv2d weight in place (the same storage and Parameter object)."""
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            kh, kw = m.weight.shape[2:]
-            if kh != kw:
-                raise ValueError(f"ct: conv {name!r} has a {kh}x{kw} kernel; transposing it would change the "
-                                 "weight's shape and break loading the state_dict")
-            m.weight.copy_(m.weight.transpose(2, 3).clone())
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    for name, m in convs:  # all checked before any is changed
+        kh, kw = m.weight.shape[2:]
+        if kh != kw:
+            raise ValueError(f"ct: conv {name!r} has a {kh}x{kw} kernel; transposing it would change the "
+                             "weight's shape and break loading the state_dict")
+    for _, m in convs:
+        m.weight.copy_(m.weight.transpose(2, 3).clone())
 
 
 def _train(model: nn.Module, ctx: UnlearnContext, epochs: int, lr: float, r: CTRecipe, phase: str,
@@ -132,6 +134,7 @@ def pseudo_labels(model: nn.Module, ctx: UnlearnContext, r: CTRecipe) -> list[tu
     return [(xs[i:i + bs], ts[i:i + bs]) for i in range(0, len(ts), bs)]
 
 
+@needs_roles(lambda r: ("square_convs",) if r.pseudo_label_fraction < 1 else ())
 def _ct(model: nn.Module, ctx: UnlearnContext, r: CTRecipe) -> None:
     # One draw per run, even for pure A, so the generator's later draws do not depend on the fraction.
     use_pseudo_labels = float(torch.rand((), generator=ctx.generator)) < r.pseudo_label_fraction

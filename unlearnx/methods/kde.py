@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers import model_roles, needs_roles
 from ..training import cosine, run_epoch, sgd
 from .base import Recipe, UnlearnContext, at_least, greater_than, register
 
@@ -48,12 +49,13 @@ class KDERecipe(Recipe):
     weight_decay: float = 5e-4
 
 
-def reset_first_and_last(model: nn.Module) -> None:
-    for name in ("conv1", "fc"):
-        layer = getattr(model, name, None)
-        if layer is None or not hasattr(layer, "reset_parameters"):
-            raise ValueError(f"kde: the model has no resettable {name!r} layer (ResNet naming expected)")
-        layer.reset_parameters()
+def reset_first_and_last(model: nn.Module, example=None) -> None:
+    """Reset the input stem and the classifier head (a ResNet's ``conv1`` and ``fc``)."""
+    roles = model_roles(model, example)
+    for role, name in (("input stem", roles.stem), ("classifier head", roles.head)):
+        if name is None:
+            raise ValueError(f"kde needs {role}, which this model lacks")
+        model.get_submodule(name).reset_parameters()
 
 
 def kl_t(ops, student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -81,6 +83,7 @@ class _OnlyClasses:
                 yield x[keep], y[keep]
 
 
+@needs_roles("stem", "head")
 def _kde(model: nn.Module, ctx: UnlearnContext, r: KDERecipe) -> None:
     if any(float(c) != int(c) or not 0 <= int(c) < ctx.num_classes for c in r.warmup_classes):
         raise ValueError(f"kde: warmup_classes must be class indices in 0..{ctx.num_classes - 1}, "
@@ -88,7 +91,7 @@ def _kde(model: nn.Module, ctx: UnlearnContext, r: KDERecipe) -> None:
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    reset_first_and_last(model)
+    reset_first_and_last(model, ctx.retain)
     scale = r.temperature ** 2 if r.t_squared else 1.0
     T = r.temperature
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers import needs_roles
 from ..training import autocast_for, cross_entropy, run_epoch, sgd
 from .base import Recipe, UnlearnContext, at_least, in_range, register
 
@@ -115,6 +116,7 @@ def warmup_linear_decay(epochs: int, warmup: int | None) -> list[float]:
     return [s / warmup if s <= warmup else (total - s) / (total - warmup) for s in range(1, epochs + 1)]
 
 
+@needs_roles("convs")
 def _msg(model: nn.Module, ctx: UnlearnContext, r: MSGRecipe) -> None:
     collect_gradients(model, ctx, r.subset_size)
     masks = reinit_convs(model, r.reinit_fraction, ctx.ops.masked_reinit_, ctx.generator,

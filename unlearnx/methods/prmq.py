@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from ..layers import needs_roles
 from ..training import class_weights, run_epoch, sgd
 from .base import Recipe, UnlearnContext, at_least, in_range, register
 
@@ -93,6 +94,7 @@ def fp16_round_trip(model: nn.Module) -> None:
             t.copy_(torch.where(torch.isfinite(rounded) | ~torch.isfinite(t), rounded, t))
 
 
+@needs_roles("weights")
 def _prmq(model: nn.Module, ctx: UnlearnContext, r: PRMQRecipe) -> None:
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():

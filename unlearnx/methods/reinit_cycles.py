@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import model_roles, needs_roles
 from ..training import run_epoch, sgd
 from .base import Recipe, at_least, each, one_of, register
 
@@ -73,22 +74,20 @@ class ReinitCyclesRecipe(Recipe):
                              f"{epochs} epochs; give one learning rate per epoch")
 
 
-def layer_pool(model: nn.Module, include_bn: bool = False) -> list[tuple[str, nn.Module]]:
-    """Re-initialisable layers: convs (and BNs if asked) outside ``fc`` and the ``downsample`` shortcuts."""
-    kinds = (nn.Conv2d, nn.BatchNorm2d) if include_bn else (nn.Conv2d,)
-    pool = []
-    for name, module in model.named_modules():
-        parts = name.split(".")
-        if isinstance(module, kinds) and "downsample" not in parts and parts[0] != "fc":
-            pool.append((name, module))
+def layer_pool(model: nn.Module, include_bn: bool = False, example=None) -> list[tuple[str, nn.Module]]:
+    """Re-initialisable layers: conv and linear layers (and norms if asked) outside the classifier head and
+    the projection shortcuts (a ResNet's convs, without ``fc`` and ``downsample``)."""
+    pool = model_roles(model, example).reinit_pool(model, include_bn)
     if not pool:
-        raise ValueError("reinit-cycles: the model has no Conv2d layer outside fc/downsample to re-initialise")
+        raise ValueError("reinit-cycles needs Conv/Linear layers outside the head and the projection shortcuts, "
+                         "which this model lacks")
     return pool
 
 
-def reinit_random_layers(model: nn.Module, k: int, generator: torch.Generator, include_bn: bool = False) -> list[str]:
+def reinit_random_layers(model: nn.Module, k: int, generator: torch.Generator, include_bn: bool = False,
+                         example=None) -> list[str]:
     """Reset ``k`` layers drawn with replacement; returns the distinct names reset (in model order)."""
-    pool = layer_pool(model, include_bn)
+    pool = layer_pool(model, include_bn, example)
     drawn = set(torch.randint(len(pool), (k,), generator=generator).tolist())
     reset = []
     for i, (name, module) in enumerate(pool):
@@ -98,6 +97,7 @@ def reinit_random_layers(model: nn.Module, k: int, generator: torch.Generator, i
     return reset
 
 
+@needs_roles("reinit_pool")
 def _reinit_cycles(model: nn.Module, ctx, r: ReinitCyclesRecipe) -> None:
     # The frozen original f_0, in eval mode: its logits are the targets the student must reproduce.
     original = copy.deepcopy(model).eval().requires_grad_(False)
@@ -115,7 +115,7 @@ def _reinit_cycles(model: nn.Module, ctx, r: ReinitCyclesRecipe) -> None:
 
     schedule = cycle_lrs(r)
     for cycle, lrs in enumerate(schedule):
-        reinit_random_layers(model, r.layers_per_cycle, ctx.generator, r.include_bn)
+        reinit_random_layers(model, r.layers_per_cycle, ctx.generator, r.include_bn, ctx.retain)
         # A new optimiser per cycle: the re-initialised layers should not inherit the old momentum.
         optimizer = sgd(model.parameters(), lrs[0] if lrs else 0.0, r.momentum, r.weight_decay)
         for e, lr in enumerate(lrs):

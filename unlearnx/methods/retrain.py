@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..layers import needs_roles, reset_function
 from ..training import TrainRecipe, train_model
 from .base import Recipe, at_least, one_of, register
 
@@ -53,8 +54,9 @@ class RetrainRecipe(Recipe):
 def reinitialise(model: nn.Module) -> None:
     """Give ``model`` fresh weights and BN statistics, as building it anew would."""
     for module in model.modules():
-        if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
-            module.reset_parameters()  # BatchNorm's also resets running statistics
+        reset = reset_function(module)
+        if reset is not None:
+            reset()  # BatchNorm's also resets running statistics
     # torchvision's ResNet constructor re-draws convs with Kaiming-normal (fan_out) after building them;
     # match it so a "fresh" resnet18 here is distributed like resnet18(weights=None).
     try:
@@ -67,6 +69,7 @@ def reinitialise(model: nn.Module) -> None:
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 
+@needs_roles("resettable")
 def _retrain(model: nn.Module, ctx, r: RetrainRecipe) -> None:
     recipe = r.train_recipe()
     reinitialise(model)

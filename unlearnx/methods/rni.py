@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..layers import model_roles, needs_roles
 from ..training import cross_entropy, run_epoch, sgd
 from .base import Recipe, at_least, each, in_range, one_of, register
 
@@ -83,16 +84,23 @@ def pick(names: list[str], k: int, generator: torch.Generator) -> list[str]:
     return [names[i] for i in sorted(chosen.tolist())]
 
 
-def select_trainable(model: nn.Module, r: RNIRecipe, generator: torch.Generator) -> list[str]:
-    """One stage-2 epoch's trainable tensors: ``layer_select`` random non-bn tensors plus every bn tensor.
+def norm_parameters(model: nn.Module, example=None) -> set[str]:
+    """Names of the "bn" tensors: parameters of normalisation layers outside projection shortcuts.
 
-    The port tells bn tensors apart by *name* (``"bn" in name``), so the downsample BN (``downsample.1``)
-    counts as a drawable tensor, not a bn one; kept as the port has it.
+    The port tells bn tensors apart by *name* (``"bn" in name``), so a ResNet's shortcut BN
+    (``downsample.1``) counts as a drawable tensor, not a bn one; kept as the port has it.
     """
+    names = model_roles(model, example).main_path_norms()
+    return {f"{m}.{p}" for m in names for p, _ in model.get_submodule(m).named_parameters(recurse=False)}
+
+
+def select_trainable(model: nn.Module, r: RNIRecipe, generator: torch.Generator, example=None) -> list[str]:
+    """One stage-2 epoch's trainable tensors: ``layer_select`` random non-bn tensors plus every bn tensor."""
     names = [n for n, _ in model.named_parameters()]
-    drawable = [n for n in names if "bn" not in n]
+    norms = norm_parameters(model, example)
+    drawable = [n for n in names if n not in norms]
     chosen = set(pick(drawable, r.layer_select, generator))
-    return [n for n in names if n in chosen or "bn" in n]
+    return [n for n in names if n in chosen or n in norms]
 
 
 @torch.no_grad()
@@ -103,7 +111,8 @@ def add_noise(model: nn.Module, trainable: list[str], skip: set[str], r: RNIReci
     one of the draws: later epochs noise fewer tensors. Returns the names actually noised.
     """
     params = dict(model.named_parameters())
-    candidates = pick([n for n in trainable if "bn" not in n], int(r.noise_ratio * r.layer_select), ctx.generator)
+    norms = norm_parameters(model, ctx.retain)
+    candidates = pick([n for n in trainable if n not in norms], int(r.noise_ratio * r.layer_select), ctx.generator)
     noised = [n for n in candidates if n not in skip]
     for name in noised:
         params[name].add_(ctx.randn_like(params[name], r.noise_std))
@@ -120,11 +129,13 @@ def set_trainable(model: nn.Module, names) -> list[nn.Parameter]:
     return trainable
 
 
+@needs_roles(lambda r: ("head",) if r.reset_fc else ())
 def _rni(model: nn.Module, ctx, r: RNIRecipe) -> None:
     if r.reset_fc:
-        if not isinstance(getattr(model, "fc", None), nn.Module):
-            raise ValueError("rni resets the model's `fc` layer, but this model has none (set reset_fc=false)")
-        model.fc.reset_parameters()  # global RNG, seeded by the caller
+        head = model_roles(model, ctx.retain).head
+        if head is None:
+            raise ValueError("rni resets the classifier head, but this model has none (set reset_fc=false)")
+        model.get_submodule(head).reset_parameters()  # global RNG, seeded by the caller
     size = r.retain_batch_size  # 0: keep the batches as given
     retain = ctx.retain if size in (0, ctx.retain.batch_size) else ctx.retain.rebatch(size, shuffle=True)
     ce = cross_entropy()
@@ -135,7 +146,7 @@ def _rni(model: nn.Module, ctx, r: RNIRecipe) -> None:
     try:
         for epoch in range(r.epochs):
             if epoch < stage2_epochs:
-                trainable = select_trainable(model, r, ctx.generator)
+                trainable = select_trainable(model, r, ctx.generator, ctx.retain)
                 # The port's gate: the first reset_epochs epochs go without noise only when fc was reset.
                 if not r.reset_fc or epoch >= r.reset_epochs:
                     skip = already_selected if r.skip_rule == "selected" else already_noised

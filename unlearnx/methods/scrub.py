@@ -11,13 +11,13 @@ One SGD optimiser for both passes; the LR is multiplied by ``lr_decay_rate`` onc
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models import copy_model
 from ..training import run_epoch, sgd
 from .base import Recipe, at_least, each, register
 
@@ -74,7 +74,7 @@ def distill_kl(ops, student_logits: Tensor, teacher_logits: Tensor, temperature:
 
 def frozen_teacher(model: nn.Module) -> nn.Module:
     """A frozen copy of ``model`` in eval mode (its BN statistics never update)."""
-    teacher = copy.deepcopy(model)
+    teacher = copy_model(model)  # deepcopy would give a TorchScript model non-leaf parameters
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
