@@ -53,7 +53,8 @@ def resolve_device(name: str):
 
 
 DATA_HELP = ("Data source: 'digits' (default, embedded), a competition folder, an ImageFolder tree, "
-             "or cifar-10-batches-py.")
+             "cifar-10-batches-py, or torchvision:NAME:ROOT (cifar10, cifar100, svhn, fashion-mnist, mnist; files "
+             "already under ROOT).")
 FORGET_HELP = "Forget set for sources without one: a fraction (0.1), 'classes:0,3' or 'groups:15'."
 PRESET_HELP = ("Recipe starting point: 'published' (the sources' values), 'digits' (published with the changes "
                "the small digits demo needs; `unlearnx methods --details` lists them) or 'auto' (digits on the "

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import click
 
-from .common import (FORGET_HELP, UserError, _friendly, describe_preset, make_console, preset_option,
+from .common import (DATA_HELP, FORGET_HELP, UserError, _friendly, describe_preset, make_console, preset_option,
                      refuse_overwrite, resolve_device, resolve_preset)
 
 
 @click.command()
 @click.option("--method", "-m", default="scl", show_default=True, help="Method name (see `unlearnx methods`).")
-@click.option("--data", default=None, help="Data source (default: the embedded digits).")
+@click.option("--data", default=None, help=DATA_HELP)
 @click.option("--forget", "forget_spec", default=None, help=FORGET_HELP)
 @click.option("--split-seed", default=0, show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Original model state_dict.")
@@ -37,7 +37,7 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
 
     from unlearnx import data as data_mod
     from unlearnx.methods import make_recipe, parse_overrides
-    from unlearnx.pipeline import default_train_recipe, original_model
+    from unlearnx.pipeline import default_train_recipe, describe_train_recipe, original_model, train_recipe_choice
     from unlearnx.protocol import MIN_SCORE_RUNS, mean_std, retrained_references, score, unlearned_runs
     from unlearnx.report import new_report, write_json_atomic
 
@@ -55,12 +55,16 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     console = make_console(stderr=True)
     if note := describe_preset(method, preset):
         console.print(note)
-    splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
+    splits = data_mod.load(data, forget=forget_spec, seed=split_seed, checkpoint=checkpoint)
+    train_recipe = default_train_recipe(splits, checkpoint=checkpoint)
+    recipe_name, why = train_recipe_choice(splits, checkpoint)
+    trained = "references" if checkpoint is not None or splits.checkpoint is not None else "original and references"
+    console.print(f"training recipe of the {trained}: {recipe_name}: {describe_train_recipe(train_recipe)}. {why}",
+                  markup=False)
     with RichProgress(console, enabled=not quiet) as progress:
         original, arch, where = original_model(splits, checkpoint=checkpoint, arch=arch, device=dev,
-                                               progress=progress)
+                                               progress=progress, recipe=train_recipe)
         console.print(f"original model: {where}")
-        train_recipe = default_train_recipe(splits)
         retrained = retrained_references(splits, arch, train_recipe, runs, device=dev, progress=progress)
         unlearned = unlearned_runs(original, splits, method, recipe, runs, fused=fused, device=dev, base_seed=seed,
                                    progress=progress)
@@ -72,7 +76,7 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     report = new_report(seed=seed, data={**splits.summary(), "split_seed": split_seed}, method=method,
                         impl="fused" if fused else "pytorch", preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
                         original_checkpoint=where, runs=runs, score=result, metrics=metrics,
-                        mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe))
+                        mia_name="mia.loss_lr", train_recipe={"name": recipe_name, **dataclasses.asdict(train_recipe)})
     table = Table(title=f"{method}: {runs} unlearned runs vs {runs} retrained references")
     table.add_column("metric")
     table.add_column("unlearned", justify="right")

@@ -91,8 +91,10 @@ def methods(details):
 @click.option("--split-seed", default=0, show_default=True, help="Seed of the forget-set draw.")
 @click.option("--model", "arch", default=None, help="resnet18 or small (default: small for digits, else resnet18).")
 @click.option("--recipe", "recipe_name", default=None,
-              help="competition | starting-kit | digits (default: digits for digits, else competition).")
+              help="scratch | competition | starting-kit | digits (default: digits for digits, competition for a "
+                   "competition folder with original_model.pth, else scratch).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value (epochs=10).")
+@click.option("--no-augment", is_flag=True, help="Train without the source's light augmentation (scratch recipe).")
 @click.option("--on", type=click.Choice(["train", "retain"]), default="train", show_default=True,
               help="Train the original (train = retain + forget) or a retrained reference (retain only).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the state_dict (.pt).")
@@ -100,10 +102,12 @@ def methods(details):
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @_friendly
-def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed, device, force):
+def train(data, forget_spec, split_seed, arch, recipe_name, sets, no_augment, on, out, seed, device, force):
     """Train an original model (or a retrained reference) and save its state_dict.
 
-    Interrupted runs resume: the training state is saved beside --out (OUT.partial) after every epoch.
+    Prints the recipe, and the model's train and held-out accuracy (with a warning when it barely beats
+    always predicting the majority class). Interrupted runs resume: the training state is saved beside --out
+    (OUT.partial) after every epoch.
     """
     import dataclasses
     import time
@@ -112,9 +116,9 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     from unlearnx.methods import parse_overrides
     from unlearnx.methods.base import apply_overrides
     from unlearnx.models import default_arch, save_state_dict
-    from unlearnx.pipeline import default_train_recipe, measure, train_from_scratch
+    from unlearnx.pipeline import (default_train_recipe, describe_fit, describe_train_recipe, measure, original_fit,
+                                   train_from_scratch, train_recipe_choice)
     from unlearnx.report import new_report, write_json_atomic
-    from unlearnx.training import TrainRecipe
 
     from .progress import RichProgress
 
@@ -122,8 +126,12 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     dev = resolve_device(device)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     arch = arch or default_arch(data_mod.detect_source(data))
-    recipe = TrainRecipe.preset(recipe_name) if recipe_name else default_train_recipe(splits)
+    name, why = (recipe_name, "Chosen with --recipe.") if recipe_name else train_recipe_choice(splits)
+    recipe = default_train_recipe(splits, preset=name, augment=not no_augment)
     recipe = apply_overrides(recipe, parse_overrides(sets), "training recipe")
+    changed = format_changes(parse_overrides(sets)) if sets else ""
+    click.echo(f"training recipe: {name}{' with ' + changed if changed else ''}: {describe_train_recipe(recipe)}. "
+               f"{why}")
     start = time.perf_counter()
     with RichProgress() as progress:
         # Training state is kept beside --out after every epoch: rerunning the command resumes.
@@ -135,13 +143,17 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     seconds = time.perf_counter() - start
     save_state_dict(model, out)
     section = measure(model, splits, dev)
-    report = new_report(seed=seed, data=splits.summary(), arch=arch, recipe=dataclasses.asdict(recipe), on=on,
-                        seconds=seconds, model=section, checkpoint=str(out))
+    fit = original_fit(splits, section)
+    report = new_report(seed=seed, data=splits.summary(), arch=arch, recipe_name=name,
+                        recipe=dataclasses.asdict(recipe), on=on, seconds=seconds, model=section, fit=fit,
+                        checkpoint=str(out))
     write_json_atomic(report, out.with_suffix(".json"))
     click.echo(f"trained {arch} on {on} in {seconds:.1f}s -> {out} (report {out.with_suffix('.json')})")
     for split, entry in section.items():
         if split != "mia":
             click.echo(f"  {split:<10} loss {entry['loss']:.4f}  accuracy {entry['accuracy']:.2%}")
+    for line in describe_fit(fit):
+        click.echo(line)
 
 
 from .unlearn import unlearn  # noqa: E402

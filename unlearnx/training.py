@@ -104,7 +104,13 @@ class TrainRecipe:
     """How an original (or retrained) model is trained.
 
     ``competition``: the organisers' recipe (Adam 1e-4, wd 5e-3, cosine T_max=epochs, class-weighted CE,
-    30 epochs, batch 64, best-validation checkpoint). ``starting-kit``: SGD 0.1, momentum 0.9, wd 5e-4, cosine.
+    30 epochs, batch 64, best-validation checkpoint, no augmentation); it fits the competition's own model,
+    but from scratch on other data it underfits. ``scratch``: the usual from-scratch recipe (SGD 0.1,
+    momentum 0.9, wd 5e-4, cosine over 30 epochs, batch 128, plain CE, last epoch kept; the source's light
+    ``augment`` is chosen by :func:`unlearnx.pipeline.default_train_recipe`). ``starting-kit``: SGD 0.1,
+    momentum 0.9, wd 5e-4, cosine. ``digits``: a short SGD recipe for the embedded digits.
+    ``augment`` (``none``, ``crop``, ``flip``, ``crop+flip``; see :mod:`unlearnx.data.augment`) needs
+    tensor-resident batches.
     """
 
     optimizer: str = "sgd"
@@ -116,12 +122,19 @@ class TrainRecipe:
     class_weighted: bool = False
     keep_best_validation: bool = False
     min_save_epoch: int = 0
+    augment: str = "none"
+
+    def __post_init__(self):
+        from .data.augment import check_augmentation
+
+        check_augmentation(self.augment)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TrainRecipe":
         presets = {
             "competition": dict(optimizer="adam", lr=1e-4, momentum=0.0, weight_decay=5e-3, epochs=30, batch_size=64,
                                 class_weighted=True, keep_best_validation=True),
+            "scratch": dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=30, batch_size=128),
             "starting-kit": dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=30, batch_size=128),
             "digits": dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=25, batch_size=64),
         }
@@ -158,6 +171,8 @@ def train_model(model: nn.Module, train_batches, recipe: TrainRecipe, *, validat
     is saved there after every epoch and picked up from there if it exists, so an interrupted run resumes
     where it stopped and ends exactly as an uninterrupted one. The file is removed when training ends.
     """
+    if recipe.augment != "none":
+        train_batches = _augmented(train_batches, recipe.augment)
     params = model.parameters()
     if recipe.optimizer == "adam":
         optimizer = torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -197,6 +212,17 @@ def train_model(model: nn.Module, train_batches, recipe: TrainRecipe, *, validat
     if resume_path is not None:
         Path(resume_path).unlink(missing_ok=True)
     return model
+
+
+def _augmented(batches, augment: str):
+    """``batches`` drawing ``augment`` on every pass (tensor-resident batches only: they hold uint8 pixels)."""
+    from .data.augment import check_augmentation
+
+    check_augmentation(augment)
+    if not hasattr(batches, "augmented"):
+        raise ValueError(f"training with augment={augment!r} needs tensor-resident batches (unlearnx.data."
+                         "TensorBatches), not a DataLoader; use augment='none' or augment inside the loader")
+    return batches.augmented(augment)
 
 
 def _save_atomic(obj, path) -> None:
