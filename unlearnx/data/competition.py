@@ -110,7 +110,7 @@ def _num_classes(root: Path, labels: dict[str, list[int]], declared: list[int] |
     if declared is not None:
         return len(declared), f"{weights.name} names {len(declared)} age groups"
     largest = max((max(v) for v in labels.values() if v), default=0)
-    return max(largest + 1, 1), "from the largest age_group in the CSVs"
+    return max(largest + 1, 1), f"no checkpoint or {weights.name}: the largest age_group sets the classes"
 
 
 def _person_codes(all_rows: list[list[dict]]) -> dict[str, int]:
