@@ -65,7 +65,7 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
 
         kind = data_mod.detect_source(data)
         preset = resolve_preset(preset, kind)
-        splits = data_mod.load(data, forget=forget_spec)
+        splits = data_mod.load(data, forget=forget_spec, checkpoint=checkpoint)
     result = {"machine": {**machine(), "device": str(dev), **{f"{k}_version": v for k, v in versions().items()}},
               "ops": [], "methods": []}
 
@@ -80,12 +80,13 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
         from unlearnx.executor import make_executor
         from unlearnx.pipeline import default_train_recipe, original_model
 
+        train_recipe = default_train_recipe(splits, checkpoint=checkpoint)
         with RichProgress(console, enabled=not quiet) as progress, make_executor(execution) as executor:
             original, arch, where = original_model(splits, checkpoint=checkpoint, device=dev,
-                                                   progress=progress)
+                                                   progress=progress, recipe=train_recipe)
             console.print(f"original model: {where}")
             rows = bench_methods(splits, original, arch, methods, runs=runs, device=dev, ingredients=ingredients,
-                                 train_recipe=default_train_recipe(splits), progress=progress, preset=preset,
+                                 train_recipe=train_recipe, progress=progress, preset=preset,
                                  executor=executor)
             result["execution"] = executor.describe()
         result["methods"] = add_speedups(rows)

@@ -71,7 +71,8 @@ def resolve_device(name: str):
 
 
 DATA_HELP = ("Data source: 'digits' (default, embedded), a competition folder, an ImageFolder tree, "
-             "or cifar-10-batches-py.")
+             "cifar-10-batches-py, or torchvision:NAME:ROOT (cifar10, cifar100, svhn, fashion-mnist, mnist; files "
+             "already under ROOT).")
 MODEL_HELP = ("Model: resnet18, small, torchvision:NAME[:key=value,...], package.module:callable[:key=value,...] "
               "(called with num_classes and in_channels), or a TorchScript file. Default: small for digits, else "
               "resnet18.")
@@ -172,13 +173,15 @@ def execution_options(fn):
     return wrapper
 
 
-def resolve_train_recipe(splits, name: str | None, sets):
-    """The recipe that trains originals and retrained references: preset ``name`` (default: the data's
-    default) with ``--set``-style overrides."""
+def resolve_train_recipe(splits, name: str | None, sets, *, checkpoint=None, augment: bool = True,
+                         option: str = "--recipe"):
+    """``(recipe, name, why)``: the recipe that trains originals and retrained references — preset ``name``
+    (default: the one chosen for the data, :func:`unlearnx.pipeline.train_recipe_choice`) with
+    ``--set``-style overrides — its preset's name, and why that preset."""
     from unlearnx.methods import parse_overrides
     from unlearnx.methods.base import apply_overrides
-    from unlearnx.pipeline import default_train_recipe
-    from unlearnx.training import TrainRecipe
+    from unlearnx.pipeline import default_train_recipe, train_recipe_choice
 
-    recipe = TrainRecipe.preset(name) if name else default_train_recipe(splits)
-    return apply_overrides(recipe, parse_overrides(sets), "training recipe")
+    chosen, why = (name, f"Chosen with {option}.") if name else train_recipe_choice(splits, checkpoint)
+    recipe = default_train_recipe(splits, checkpoint=checkpoint, preset=chosen, augment=augment)
+    return apply_overrides(recipe, parse_overrides(sets), "training recipe"), chosen, why

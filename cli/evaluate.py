@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import (FORGET_HELP, MODEL_HELP, UserError, _friendly, check_model_spec, describe_preset,
+from .common import (DATA_HELP, FORGET_HELP, MODEL_HELP, UserError, _friendly, check_model_spec, describe_preset,
                      execution_options, make_console, preset_option, refuse_overwrite, resolve_device, resolve_preset,
                      resolve_train_recipe)
 
@@ -32,7 +32,7 @@ def _rte(unlearned, retrained, device) -> tuple[float | None, str | None]:
 @click.option("--methods", "methods_arg", default=None,
               help="Comma-separated methods scored against the same references: one leaderboard table "
                    "(with --out also FILE.csv, FILE.md and FILE.png, score vs seconds per run).")
-@click.option("--data", default=None, help="Data source (default: the embedded digits).")
+@click.option("--data", default=None, help=DATA_HELP)
 @click.option("--forget", "forget_spec", default=None, help=FORGET_HELP)
 @click.option("--split-seed", default=0, show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Original model state_dict.")
@@ -45,8 +45,9 @@ def _rte(unlearned, retrained, device) -> tuple[float | None, str | None]:
 @preset_option
 @click.option("--fused/--no-fused", default=True, show_default=True)
 @click.option("--train-recipe", default=None,
-              help="Recipe of the retrained references: competition | starting-kit | digits (default: digits for "
-                   "digits, else competition); use the one the original was trained with.")
+              help="Recipe of the original (when trained here) and the retrained references: scratch | competition | "
+                   "starting-kit | digits (default: digits for digits, competition for a competition folder with "
+                   "original_model.pth, else scratch); use the one the original was trained with.")
 @click.option("--train-set", "train_sets", multiple=True, metavar="KEY=VALUE",
               help="Override a value of the references' training recipe (epochs=60).")
 @execution_options
@@ -63,7 +64,7 @@ def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arc
     from unlearnx import data as data_mod
     from unlearnx.executor import make_executor
     from unlearnx.methods import METHODS, make_recipe, parse_overrides
-    from unlearnx.pipeline import original_model
+    from unlearnx.pipeline import describe_train_recipe, original_model
     from unlearnx.protocol import MIN_SCORE_RUNS, retrained_references, unlearned_runs
     from unlearnx.models import describe_model
 
@@ -94,12 +95,16 @@ def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arc
     for m in methods:
         if note := describe_preset(m, preset):
             console.print(note)
-    splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
-    train_recipe = resolve_train_recipe(splits, train_recipe, train_sets)
+    splits = data_mod.load(data, forget=forget_spec, seed=split_seed, checkpoint=checkpoint)
+    train_recipe, recipe_name, why = resolve_train_recipe(splits, train_recipe, train_sets, checkpoint=checkpoint,
+                                                          option="--train-recipe")
+    trained = "references" if checkpoint is not None or splits.checkpoint is not None else "original and references"
+    console.print(f"training recipe of the {trained}: {recipe_name}: {describe_train_recipe(train_recipe)}. {why}",
+                  markup=False)
     unlearned = {}
     with RichProgress(console, enabled=not quiet) as progress:
         original, arch, where = original_model(splits, checkpoint=checkpoint, arch=arch, device=dev,
-                                               progress=progress)
+                                               progress=progress, recipe=train_recipe)
         console.print(f"original model: {where}")
         with make_executor(execution) as executor:
             retrained = retrained_references(splits, arch, train_recipe, runs, device=dev, progress=progress,
@@ -113,7 +118,8 @@ def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arc
     native = all(r.native.all() for r in unlearned.values())
     common = dict(seed=seed, data={**splits.summary(), "split_seed": split_seed},
                   impl="fused" if fused and native else "pytorch", device=dev, model=describe_model(arch, original), preset=preset, arch=arch, original_checkpoint=where,
-                  runs=runs, mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe),
+                  runs=runs, mia_name="mia.loss_lr",
+                  train_recipe={"name": recipe_name, **dataclasses.asdict(train_recipe)},
                   execution=execution_block, placement=placement)
     if leaderboard:
         common.pop("device")

@@ -106,8 +106,10 @@ def methods(details, as_json):
 @click.option("--split-seed", default=0, show_default=True, help="Seed of the forget-set draw.")
 @click.option("--model", "arch", default=None, help=MODEL_HELP)
 @click.option("--recipe", "recipe_name", default=None,
-              help="competition | starting-kit | digits (default: digits for digits, else competition).")
+              help="scratch | competition | starting-kit | digits (default: digits for digits, competition for a "
+                   "competition folder with original_model.pth, else scratch).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value (epochs=10).")
+@click.option("--no-augment", is_flag=True, help="Train without the source's light augmentation (scratch recipe).")
 @click.option("--on", type=click.Choice(["train", "retain"]), default="train", show_default=True,
               help="Train the original (train = retain + forget) or a retrained reference (retain only).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -120,16 +122,17 @@ def methods(details, as_json):
 @execution_options
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @_friendly
-def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed, device, references, execution,
-          force):
+def train(data, forget_spec, split_seed, arch, recipe_name, sets, no_augment, on, out, seed, device, references,
+          execution, force):
     """Train an original model (or a retrained reference) and save its state_dict.
 
-    Interrupted runs resume: the training state is saved beside --out (OUT.partial) after every epoch, and
-    the same command (same data split, model, recipe and seed) picks it up.
+    Prints the recipe, and the model's train and held-out accuracy (with a warning when it barely beats
+    always predicting the majority class). Interrupted runs resume: the training state is saved beside --out
+    (OUT.partial) after every epoch, and the same command (same data split, model, recipe and seed) picks it up.
     """
     if references is not None:
-        return _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, device, references,
-                                 execution)
+        return _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, no_augment, device,
+                                 references, execution)
     if out is None:
         raise UserError("train needs --out FILE.pt (or --references N to fill the cache with references)")
     if execution.backend != "serial":
@@ -138,8 +141,10 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     import time
 
     from unlearnx import data as data_mod
+    from unlearnx.methods import parse_overrides
     from unlearnx.models import default_arch, save_state_dict
-    from unlearnx.pipeline import measure, train_from_scratch, training_key
+    from unlearnx.pipeline import (describe_fit, describe_train_recipe, measure, original_fit, train_from_scratch,
+                                   training_key)
     from unlearnx.report import new_report, write_json_atomic
     from unlearnx.training import read_resume_state
 
@@ -152,7 +157,10 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     dev = resolve_device(device)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     arch = arch or default_arch(data_mod.detect_source(data))
-    recipe = resolve_train_recipe(splits, recipe_name, sets)
+    recipe, name, why = resolve_train_recipe(splits, recipe_name, sets, augment=not no_augment)
+    changed = format_changes(parse_overrides(sets)) if sets else ""
+    click.echo(f"training recipe: {name}{' with ' + changed if changed else ''}: {describe_train_recipe(recipe)}. "
+               f"{why}")
     start = time.perf_counter()
     with RichProgress() as progress:
         # Training state is kept beside --out after every epoch: rerunning the command resumes.
@@ -167,20 +175,25 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, on, out, seed,
     save_state_dict(model, out)
     partial.unlink(missing_ok=True)  # only now that the model is saved
     section = measure(model, splits, dev)
-    report = new_report(seed=seed, data=splits.summary(), arch=arch, recipe=dataclasses.asdict(recipe), on=on,
-                        seconds=seconds, model=section, checkpoint=str(out))
+    fit = original_fit(splits, section)
+    report = new_report(seed=seed, data=splits.summary(), arch=arch, recipe_name=name,
+                        recipe=dataclasses.asdict(recipe), on=on, seconds=seconds, model=section, fit=fit,
+                        checkpoint=str(out))
     write_json_atomic(report, out.with_suffix(".json"))
     click.echo(f"trained {arch} on {on} in {seconds:.1f}s -> {out} (report {out.with_suffix('.json')})")
     for split, entry in section.items():
         if split != "mia":
             click.echo(f"  {split:<10} loss {entry['loss']:.4f}  accuracy {entry['accuracy']:.2%}")
+    for line in describe_fit(fit):
+        click.echo(line)
 
 
-def _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, device, n, execution):
+def _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, no_augment, device, n, execution):
     """The retrained references of ``evaluate --runs N`` (same data, model, recipe and cache keys)."""
     from unlearnx import data as data_mod
     from unlearnx.executor import make_executor
     from unlearnx.models import default_arch
+    from unlearnx.pipeline import describe_train_recipe
     from unlearnx.protocol import retrained_references
 
     from .progress import RichProgress
@@ -191,7 +204,8 @@ def _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, de
     dev = resolve_device(device)
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     arch = arch or default_arch(splits.kind)
-    recipe = resolve_train_recipe(splits, recipe_name, sets)
+    recipe, name, why = resolve_train_recipe(splits, recipe_name, sets, augment=not no_augment)
+    click.echo(f"training recipe: {name}: {describe_train_recipe(recipe)}. {why}")
     with RichProgress() as progress, make_executor(execution) as executor:
         refs = retrained_references(splits, arch, recipe, n, device=dev, progress=progress, executor=executor)
         done = executor.describe()["nodes"]

@@ -38,13 +38,15 @@ EXPORT_FILES = ("model.pt2", "model.ts")
               help="Fused C++/CUDA losses, or the pure-PyTorch composites as the notebooks wrote them.")
 @click.option("--reference/--no-reference", default=None,
               help="Also train (once, cached) a retrained-on-retain reference for the report. Default: on for digits.")
+@click.option("--no-augment", is_flag=True,
+              help="Train the original and the reference without the source's light augmentation.")
 @click.option("--mia", "mia_mode", type=click.Choice(["simple", "all"]), default="simple", show_default=True,
               help="simple: the starting kit's loss attack; all: also the SVC family and entropy-LR.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_friendly
 def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, device, sets, preset, recipe_file,
-            batch_size, export_format, fused, reference, mia_mode, force, quiet):
+            batch_size, export_format, fused, reference, no_augment, mia_mode, force, quiet):
     """Unlearn the forget set from the original model with METHOD; write unlearned.pt, report.json and the
     metrics table as metrics.csv and metrics.md.
 
@@ -58,7 +60,8 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     from unlearnx.methods import get_method, make_recipe, parse_overrides, run_method
     from unlearnx.models import copy_model, describe_model, save_state_dict
     from unlearnx.ops import impl_label, native_calls
-    from unlearnx.pipeline import Stopwatch, cached_model, default_train_recipe, measure, original_model
+    from unlearnx.pipeline import (Stopwatch, cached_model, default_train_recipe, describe_fit, describe_train_recipe,
+                                   measure, original_fit, original_model, train_recipe_choice)
     from unlearnx.report import export, new_report, render_unlearn_table, write_json_atomic
 
     from .progress import RichProgress
@@ -87,22 +90,37 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     watch = Stopwatch()
 
     with watch("load data"):
-        splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
-    train_recipe = default_train_recipe(splits)
+        splits = data_mod.load(data, forget=forget_spec, seed=split_seed, checkpoint=checkpoint)
+    train_recipe = default_train_recipe(splits, checkpoint=checkpoint, augment=not no_augment)
+    if reference is None:  # a model file cannot be trained from scratch: no reference then
+        reference = kind == "digits" and (spec is None or spec.trains_from_scratch)
+    trains_original = checkpoint is None and splits.checkpoint is None
+    if trains_original or reference:
+        recipe_name, why = train_recipe_choice(splits, checkpoint)
+        trained = " and ".join(n for n, on in (("original", trains_original), ("reference", reference)) if on)
+        console.print(f"training recipe of the {trained}: {recipe_name}: {describe_train_recipe(train_recipe)}. {why}",
+                      markup=False)
+    if splits.held_out != "test":
+        console.print(f"held-out split: {splits.held_out_description()}")
 
     if note := describe_preset(method, preset):
         console.print(note)
     with RichProgress(console, enabled=not quiet) as progress:
         with watch("original"):
             original, arch, original_source = original_model(splits, checkpoint=checkpoint, arch=arch,
-                                                             device=dev, progress=progress)
+                                                             device=dev, progress=progress, recipe=train_recipe)
         console.print(f"original model: {original_source}")
         from_checkpoint = checkpoint is not None or splits.checkpoint is not None
         cache = {"original": "checkpoint" if from_checkpoint else
                  ("reused" if original_source.endswith("(cached)") else "ran")}
+        all_mias = mia_mode == "all"
+        with watch("evaluate"):
+            original_section = measure(original, splits, dev, all_mias)
+        fit = original_fit(splits, original_section)
+        for line in describe_fit(fit):
+            console.print(("original: " if not line.startswith("warning") else "") + line, markup=False,
+                          style="bold yellow" if line.startswith("warning") else None)
 
-        if reference is None:  # a model file cannot be trained from scratch: no reference then
-            reference = kind == "digits" and (spec is None or spec.trains_from_scratch)
         retrained = None
         if reference:
             with watch("retrained reference"):
@@ -125,7 +143,6 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
     model_path = out / "unlearned.pt"
     save_state_dict(model, model_path)
     written = ["unlearned.pt"]
-    all_mias = mia_mode == "all"
     try:
         exported = None
         if export_format:
@@ -137,9 +154,12 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
             report = new_report(
                 seed=seed, seed_drawn=seed_drawn, data={**splits.summary(), "split_seed": split_seed}, method=method,
                 impl=impl_label(fused, native_before), preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
-                model=describe_model(arch, original), original_checkpoint=original_source, device=str(dev), mia_name="mia.loss_lr",
-                seconds=watch.timings["unlearn"], cache=cache, checkpoint=str(model_path),
-                original=measure(original, splits, dev, all_mias), unlearned=measure(model, splits, dev, all_mias))
+                model=describe_model(arch, original), original_checkpoint=original_source, original_fit=fit,
+                device=str(dev), mia_name="mia.loss_lr", seconds=watch.timings["unlearn"], cache=cache,
+                checkpoint=str(model_path), original=original_section, unlearned=measure(model, splits, dev, all_mias))
+            if trains_original or reference:
+                report["train_recipe"] = {"name": train_recipe_choice(splits, checkpoint)[0],
+                                          **dataclasses.asdict(train_recipe)}
             if retrained is not None:
                 report["retrained"] = measure(retrained, splits, dev, all_mias)
         if exported is not None:

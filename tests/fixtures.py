@@ -37,12 +37,13 @@ def _save_image(array: np.ndarray, path: Path, **kwargs) -> None:
 def write_competition_folder(root, n_people: int = 20, images_per_person: int = 10, size: int = 32,
                              num_classes: int = 10, seed: int = 0, with_checkpoint: bool = True,
                              arch: str = "resnet18", n_forget_people: int = 2,
-                             with_class_weights: bool = True) -> Path:
+                             with_class_weights: bool = True, test_fraction: float = 0.0) -> Path:
     """A competition-layout folder under ``root`` (created if needed); returns it.
 
     Each person has one age group (people spread over ``num_classes`` groups) and ``images_per_person``
-    images; each image goes to train (80%) or validation (20%) by a seeded draw, and the forget set is all
-    train images of the ``n_forget_people`` smallest person ids (as the organisers chose it). Image
+    images; each image goes to validation (20%), test (``test_fraction``; written to ``test.csv`` when > 0) or
+    train (the rest) by a seeded draw, and the forget set is all train images of the ``n_forget_people``
+    smallest person ids (as the organisers chose it). Image
     ``p<person>-<k>`` is ``images/p<person>/<k>.png``. ``original_model.pth`` is an untrained
     ``build_model(arch, num_classes)`` state_dict (seeded, without touching the global RNG).
     """
@@ -52,13 +53,19 @@ def write_competition_folder(root, n_people: int = 20, images_per_person: int = 
     people = np.arange(1, n_people + 1)
     group_of = people % num_classes
     rows = {"retain.csv": [], "forget.csv": [], "validation.csv": []}
+    if test_fraction > 0:
+        rows["test.csv"] = []
     labels, names = [], []
     for person, group in zip(people, group_of):
         for k in range(images_per_person):
             image_id = f"p{person}-{k}"
-            to_validation = rng.random() < 0.2
-            split = "validation.csv" if to_validation else (
-                "forget.csv" if person <= n_forget_people else "retain.csv")
+            draw = rng.random()
+            if draw < 0.2:
+                split = "validation.csv"
+            elif draw < 0.2 + test_fraction:
+                split = "test.csv"
+            else:
+                split = "forget.csv" if person <= n_forget_people else "retain.csv"
             age = int(group * 10 + rng.integers(0, 10))
             rows[split].append({"person_id": int(person), "age_group": int(group), "age": age, "image_id": image_id})
             labels.append(group)
@@ -148,3 +155,91 @@ def write_cifar_pickle(root, per_batch: int = 20, test_size: int = 20, num_class
         pickle.dump({b"label_names": [f"class{c}".encode() for c in range(num_classes)],
                      b"num_cases_per_batch": per_batch, b"num_vis": 3072}, f)
     return folder
+
+
+# --- torchvision dataset roots, in each dataset's own on-disk format (torchvision 0.2x readers) -------------
+
+def _labelled_images(n: int, num_classes: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.arange(n) % num_classes
+    rng.shuffle(labels)
+    return make_images(labels, size, num_classes, rng), labels  # [N, size, size, 3] uint8, [N]
+
+
+def write_torchvision_cifar(root, name: str = "cifar10", n_train: int = 30, n_test: int = 20, seed: int = 0) -> Path:
+    """``root/cifar-10-batches-py`` (5 train batches, ``test_batch``, ``batches.meta``) or
+    ``root/cifar-100-python`` (``train``, ``test``, ``meta``) as torchvision reads them: protocol-2 pickles of
+    dicts with str keys, ``data`` uint8 [N, 3072] in channel planes, labels as lists of ints. Returns ``root``.
+    torchvision also checks the published MD5 sums; tests replace those with the fixture's own."""
+    rng = np.random.default_rng(seed)
+    cifar100 = name == "cifar100"
+    folder = Path(root) / ("cifar-100-python" if cifar100 else "cifar-10-batches-py")
+    folder.mkdir(parents=True, exist_ok=True)
+    num_classes = 100 if cifar100 else 10
+
+    def batch(n: int, title: str) -> dict:
+        images, labels = _labelled_images(n, num_classes, 32, rng)
+        entry = {"batch_label": title, "data": images.transpose(0, 3, 1, 2).reshape(n, -1),
+                 "filenames": [f"{title}_{i}.png" for i in range(n)]}
+        if cifar100:
+            entry.update(fine_labels=[int(v) for v in labels], coarse_labels=[int(v) // 5 for v in labels])
+        else:
+            entry["labels"] = [int(v) for v in labels]
+        return entry
+
+    def dump(obj, file: str) -> None:
+        with open(folder / file, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+
+    if cifar100:
+        dump(batch(n_train, "training batch 1 of 1"), "train")
+        dump(batch(n_test, "testing batch 1 of 1"), "test")
+        dump({"fine_label_names": [f"fine{c}" for c in range(100)],
+              "coarse_label_names": [f"coarse{c}" for c in range(20)]}, "meta")
+    else:
+        per_batch = n_train // 5
+        for i in range(1, 6):
+            dump(batch(per_batch, f"training batch {i} of 5"), f"data_batch_{i}")
+        dump(batch(n_test, "testing batch 1 of 1"), "test_batch")
+        dump({"label_names": [f"class{c}" for c in range(10)], "num_cases_per_batch": per_batch, "num_vis": 3072},
+             "batches.meta")
+    return Path(root)
+
+
+def write_torchvision_svhn(root, n_train: int = 30, n_test: int = 20, seed: int = 0) -> Path:
+    """``root/train_32x32.mat`` and ``root/test_32x32.mat`` as SVHN ships them: MATLAB files with ``X`` uint8
+    [32, 32, 3, N] and ``y`` [N, 1] in 1..10, where 10 is the digit 0. Returns ``root``."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        images, labels = _labelled_images(n, 10, 32, rng)
+        y = np.where(labels == 0, 10, labels).astype(np.uint8).reshape(n, 1)
+        savemat(root / f"{split}_32x32.mat", {"X": images.transpose(1, 2, 3, 0).copy(), "y": y})
+    return root
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """One file in the IDX format of MNIST: magic (0, 0, 0x08 = uint8, number of dims), big-endian int32 sizes,
+    then the bytes."""
+    import struct
+
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    with open(path, "wb") as f:
+        f.write(struct.pack(">BBBB", 0, 0, 0x08, array.ndim))
+        f.write(struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(array.tobytes())
+
+
+def write_torchvision_mnist(root, name: str = "mnist", n_train: int = 30, n_test: int = 20, seed: int = 0) -> Path:
+    """``root/MNIST/raw`` (or ``root/FashionMNIST/raw``) with the four uncompressed IDX files torchvision reads:
+    ``{train,t10k}-images-idx3-ubyte`` (uint8 [N, 28, 28]) and ``{train,t10k}-labels-idx1-ubyte``. Returns ``root``."""
+    rng = np.random.default_rng(seed)
+    raw = Path(root) / ("FashionMNIST" if name == "fashion-mnist" else "MNIST") / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images, labels = _labelled_images(n, 10, 28, rng)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images[..., 0])
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return Path(root)

@@ -95,8 +95,35 @@ def test_competition_optional_files_checkpoint_and_class_weights(competition, tm
                                     with_class_weights=False)
     splits = load(bare, cache_dir=cache_dir)
     assert splits.checkpoint is None and competition_checkpoint(bare) is None
+    # neither a checkpoint nor a weights file: the labels (people 1..6 have age groups 1..6) set the class count
+    assert splits.num_classes == 7
     train = torch.cat([splits.retain.labels, splits.forget.labels])
-    assert splits.class_counts == torch.bincount(train, minlength=10).tolist()
+    assert splits.class_counts == torch.bincount(train, minlength=7).tolist()
+
+
+def test_competition_classes_come_from_the_data_and_test_csv_is_the_test_split(tmp_path, cache_dir):
+    from unlearnx.models import build_model
+
+    root = write_competition_folder(tmp_path / "ages", n_people=16, images_per_person=5, num_classes=8,
+                                    with_checkpoint=False, test_fraction=0.2)
+    splits = load(root, cache_dir=cache_dir)
+    assert splits.num_classes == 8 and splits.class_names[-1] == "age group 7"
+    rows = read_csv(root / "test.csv")
+    assert rows and splits.test.ids == [r["image_id"] for r in rows]
+    assert splits.test.labels.tolist() == [int(r["age_group"]) for r in rows]
+    assert splits.held_out == "test" and splits.summary()["held_out"] == "test"
+    assert len(splits.class_counts) == 8
+    # the labels alone also give 8 (people 1..16 cover groups 0..7)
+    (root / "age_class_weights.json").unlink()
+    assert load(root, cache_dir=cache_dir).num_classes == 8
+    # a checkpoint's head decides when given, and may name more classes than the labels show
+    torch.save(build_model("small", 12).state_dict(), tmp_path / "twelve.pth")
+    assert load(root, cache_dir=cache_dir, checkpoint=tmp_path / "twelve.pth").num_classes == 12
+    # without test.csv, validation stays the held-out split and the summary says so
+    (root / "test.csv").unlink()
+    splits = load(root, cache_dir=cache_dir)
+    assert splits.test is None and splits.held_out == "validation"
+    assert splits.summary()["held_out"] == "validation (the source has no test split)"
 
 
 def test_competition_forget_groups_redraws_whole_people(competition, cache_dir):

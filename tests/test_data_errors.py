@@ -12,9 +12,11 @@ from PIL import Image
 from unlearnx.data import load
 
 try:
-    from tests.fixtures import read_csv, write_cifar_pickle, write_competition_folder, write_csv, write_imagefolder
+    from tests.fixtures import (read_csv, write_checkpoint, write_cifar_pickle, write_competition_folder, write_csv,
+                                write_imagefolder)
 except ImportError:  # pytest puts tests/ itself on sys.path when tests/ is not a package
-    from fixtures import read_csv, write_cifar_pickle, write_competition_folder, write_csv, write_imagefolder
+    from fixtures import (read_csv, write_checkpoint, write_cifar_pickle, write_competition_folder, write_csv,
+                          write_imagefolder)
 
 
 @pytest.fixture(autouse=True)
@@ -128,9 +130,37 @@ def test_unreadable_image_is_named(folder):
     assert f"cannot decode image {broken}" in message
 
 
-def test_bad_class_weights_file(folder):
-    (folder / "age_class_weights.json").write_text('{"12": 3}')
-    assert "age_class_weights.json: age group 12 is outside 0..9" in load_error(folder)
+@pytest.mark.parametrize("text, message", [
+    ('{"0": 3, "x": 1}', "key 'x' is not an age group"),
+    ('{"-1": 3}', "age group -1 is negative"),
+    ('{"0": -3}', "count for age group 0 must be a non-negative number"),
+    ('{"0": "many"}', "count for age group 0 must be a non-negative number"),
+    ('{}', "expected a non-empty object"),
+    ('[1, 2]', "expected a non-empty object"),
+    ('{"0": 1', "not valid JSON"),
+])
+def test_bad_class_weights_file(folder, text, message):
+    (folder / "age_class_weights.json").write_text(text)
+    assert f"{folder / 'age_class_weights.json'}: {message}" in load_error(folder)
+
+
+def test_labels_beyond_the_class_weights_file_name_the_row(folder):
+    # The file names age groups 0..2, but the folder's people have groups up to 6.
+    (folder / "age_class_weights.json").write_text('{"0": 3, "1": 4, "2": 5}')
+    message = load_error(folder)
+    assert "is outside 0..2 (age_class_weights.json names 3 age groups)" in message
+    assert "line" in message and "image_id" in message
+
+
+def test_checkpoint_head_and_class_weights_file_must_agree(folder):
+    write_checkpoint(folder / "original_model.pth", "small", 5)
+    message = load_error(folder)
+    assert f"the checkpoint {folder / 'original_model.pth'} predicts 5 classes but" in message
+    assert "names 10 age groups (0..9); they must agree" in message
+    (folder / "age_class_weights.json").unlink()
+    # without the weights file the head decides, and a label beyond it is named
+    message = load_error(folder)
+    assert "is outside 0..4 (the checkpoint original_model.pth predicts 5 classes)" in message
 
 
 # --- ImageFolder --------------------------------------------------------------------------------------
@@ -197,3 +227,15 @@ def test_pickle_wrong_shape(tmp_path):
     with open(folder / "data_batch_1", "wb") as f:
         pickle.dump({b"data": np.zeros((10, 100), np.uint8), b"labels": [0] * 10}, f)
     assert f"{folder / 'data_batch_1'}: 'data' must be uint8 [N, 3072]" in load_error(tmp_path)
+
+
+def test_test_csv_is_checked_like_the_others(folder):
+    shared = read_csv(folder / "validation.csv")[0]
+    write_csv(folder / "test.csv", [shared])
+    assert re.search(rf"image_id '{shared['image_id']}' is in both validation.csv \(line 2\) and test.csv \(line 2\)",
+                     load_error(folder))
+    write_csv(folder / "test.csv", [{**shared, "image_id": "nodash"}])
+    assert f"{folder / 'test.csv'} line 2" in load_error(folder)
+    write_csv(folder / "test.csv", [{k: v for k, v in shared.items() if k != "age"}], ["person_id", "age_group",
+                                                                                      "image_id"])
+    assert f"{folder / 'test.csv'}: missing column 'age'" in load_error(folder)

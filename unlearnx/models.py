@@ -293,11 +293,8 @@ def infer_arch(state_dict: dict) -> str | None:
     return None
 
 
-def load_checkpoint(path, arch: str | None, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """Build ``arch`` and load ``path`` into it strictly, with clear errors for mismatches.
-
-    ``arch=None`` infers the architecture from the checkpoint's keys.
-    """
+def read_state_dict(path) -> dict:
+    """The parameter tensors of checkpoint ``path`` (``weights_only=True``), with one-line errors."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -312,7 +309,22 @@ def load_checkpoint(path, arch: str | None, num_classes: int, in_channels: int =
         informative = len(first_line) > 20 and "Weights only load failed" not in first_line
         reason = first_line if informative else "unreadable contents"
         raise ValueError(f"{path}: is not a PyTorch checkpoint ({reason})") from None
-    state = _unwrap_state_dict(obj, path)
+    return _unwrap_state_dict(obj, path)
+
+
+def checkpoint_num_classes(path) -> int | None:
+    """How many classes the checkpoint's head (``fc``) predicts, or None when it has no ``fc`` layer."""
+    weight = read_state_dict(path).get("fc.weight")
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else None
+
+
+def load_checkpoint(path, arch: str | None, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """Build ``arch`` and load ``path`` into it strictly, with clear errors for mismatches.
+
+    ``arch=None`` infers the architecture from the checkpoint's keys.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
     found = infer_arch(state)
     if arch is None:
         if found is None:

@@ -24,9 +24,75 @@ def cache_root() -> Path:
     return Path(os.environ.get("UNLEARNX_CACHE") or Path.home() / ".cache" / "unlearnx")
 
 
-def default_train_recipe(splits: Splits) -> TrainRecipe:
-    """Digits: a short SGD recipe (seconds); everything else: the competition's recipe."""
-    return TrainRecipe.preset("digits" if splits.source == "digits" else "competition")
+def train_recipe_choice(splits: Splits, checkpoint=None) -> tuple[str, str]:
+    """``(preset, why)``: the :class:`TrainRecipe` preset that trains originals and references on ``splits``.
+
+    The competition's recipe (Adam 1e-4, class-weighted CE) fits the competition's own model but underfits
+    from scratch elsewhere, so it is kept only where that model is reproduced: a competition folder whose
+    original is a checkpoint (``checkpoint``, or the folder's ``original_model.pth``).
+    """
+    if splits.kind == "digits":
+        return "digits", "The embedded digits' short SGD recipe."
+    if splits.kind == "competition" and (checkpoint is not None or splits.checkpoint is not None):
+        return "competition", ("The organisers' recipe: the original is the competition's model, and this is how "
+                               "its original and retrained models were trained.")
+    return "scratch", ("A from-scratch recipe: the competition's (Adam 1e-4, class-weighted CE) fits only the "
+                       "competition's own model and underfits elsewhere.")
+
+
+def default_train_recipe(splits: Splits, *, checkpoint=None, augment: bool = True,
+                         preset: str | None = None) -> TrainRecipe:
+    """The recipe that trains originals and references on ``splits`` (:func:`train_recipe_choice`; ``preset``
+    names another). The ``scratch`` recipe gets the source's light augmentation unless ``augment=False``."""
+    name = preset or train_recipe_choice(splits, checkpoint)[0]
+    recipe = TrainRecipe.preset(name)
+    if name == "scratch" and augment:
+        recipe = dataclasses.replace(recipe, augment=splits.augmentation)
+    return recipe
+
+
+def describe_train_recipe(recipe: TrainRecipe) -> str:
+    """One line with the values that matter: optimiser, schedule, loss, checkpoint choice, augmentation."""
+    optimizer = (f"SGD lr {recipe.lr:g} momentum {recipe.momentum:g}" if recipe.optimizer == "sgd"
+                 else f"{recipe.optimizer.capitalize()} lr {recipe.lr:g}")
+    parts = [f"{optimizer} wd {recipe.weight_decay:g}", f"cosine over {recipe.epochs} epochs",
+             f"batch {recipe.batch_size}", "class-weighted CE" if recipe.class_weighted else "CE",
+             "best-validation checkpoint" if recipe.keep_best_validation else "last epoch kept",
+             f"augmentation {recipe.augment}"]
+    return ", ".join(parts)
+
+
+# An original whose training accuracy closes less than this share of the gap between always predicting the
+# majority class and 100% has barely learnt: unlearning results on it measure little.
+UNDERTRAINED_SHARE = 0.25
+
+
+def original_fit(splits: Splits, section: dict) -> dict:
+    """How well a model fits: training (retain + forget) accuracy, the majority-class rate, the held-out split's
+    accuracy, and ``under_trained``. ``section`` is :func:`measure`'s result for the model."""
+    n_retain, n_forget = len(splits.retain), len(splits.forget)
+    train_accuracy = ((section["retain"]["accuracy"] * n_retain + section["forget"]["accuracy"] * n_forget)
+                      / (n_retain + n_forget))
+    labels = torch.cat([splits.retain.labels, splits.forget.labels])
+    majority = float(torch.bincount(labels, minlength=splits.num_classes).max()) / len(labels)
+    held_out = splits.held_out
+    return {"train_accuracy": train_accuracy, "majority_class_rate": majority, "held_out": held_out,
+            "held_out_accuracy": section[held_out]["accuracy"] if held_out in section else None,
+            "under_trained": train_accuracy < majority + UNDERTRAINED_SHARE * (1.0 - majority)}
+
+
+def describe_fit(fit: dict) -> list[str]:
+    """The fit as a line, plus a warning line when the model looks under-trained."""
+    line = f"train accuracy {fit['train_accuracy']:.1%}"
+    if fit["held_out"] is not None and fit["held_out_accuracy"] is not None:
+        line += f", {fit['held_out']} (held-out) accuracy {fit['held_out_accuracy']:.1%}"
+    line += f"; always predicting the majority class scores {fit['majority_class_rate']:.1%}"
+    lines = [line]
+    if fit["under_trained"]:
+        lines.append("warning: the original looks under-trained (training accuracy barely above the majority "
+                     "class); unlearning results on it are not meaningful. Train longer (unlearnx train --set "
+                     "epochs=N) or with another recipe, and pass the result as --checkpoint")
+    return lines
 
 
 def _batches(splits: Splits, split, batch_size: int, device, shuffle: bool, generator=None, channels_last=False):
@@ -56,6 +122,7 @@ def train_from_scratch(splits: Splits, arch: str, recipe: TrainRecipe, *, on: st
     # The competition weights its CE by the training set's class counts (age_class_weights.json when given).
     counts = splits.class_counts if on == "train" else torch.bincount(split.labels, minlength=splits.num_classes).tolist()
     val = _batches(splits, splits.validation, 256, device, False) if splits.validation is not None else None
+    # (recipe.augment is applied by train_model to these tensor-resident batches)
     train_model(model, _batches(splits, split, recipe.batch_size, device, True, generator), recipe,
                 validation_batches=val, class_counts=counts, progress=progress, resume_path=resume_path,
                 resume_key=training_key(splits, arch, recipe, on, seed))
@@ -176,14 +243,16 @@ class Stopwatch:
         return _Phase()
 
 
-__all__ = ["cache_root", "default_train_recipe", "train_from_scratch", "cached_model", "measure",
-           "evaluation_batches", "Stopwatch", "NullProgress"]
+__all__ = ["cache_root", "default_train_recipe", "train_recipe_choice", "describe_train_recipe", "original_fit",
+           "describe_fit", "train_from_scratch", "cached_model", "measure", "evaluation_batches", "Stopwatch",
+           "NullProgress"]
 
 
 def original_model(splits: Splits, *, checkpoint=None, arch: str | None = None, device="cpu",
-                   progress: Progress | None = None) -> tuple[nn.Module, str, str]:
+                   progress: Progress | None = None, recipe: TrainRecipe | None = None) -> tuple[nn.Module, str, str]:
     """The model to unlearn from: ``checkpoint``, else a competition folder's ``original_model.pth``, else a
-    model trained once for this data and cached. Returns ``(model, arch, where_it_came_from)``."""
+    model trained once for this data with ``recipe`` (default :func:`default_train_recipe`) and cached.
+    Returns ``(model, arch, where_it_came_from)``."""
     from .models import default_arch, infer_arch
 
     checkpoint = checkpoint or splits.checkpoint  # a competition folder's original_model.pth
@@ -198,6 +267,6 @@ def original_model(splits: Splits, *, checkpoint=None, arch: str | None = None, 
     if spec is not None and spec.kind == "file":  # the file holds the original's weights
         return build_model(arch, splits.num_classes, splits.input_shape[0]).to(device).eval(), arch, spec.target
     arch = arch or default_arch(splits.kind)
-    model, path, cached = cached_model(splits, arch, default_train_recipe(splits), on="train", device=device,
-                                       progress=progress)
+    model, path, cached = cached_model(splits, arch, recipe or default_train_recipe(splits), on="train",
+                                       device=device, progress=progress)
     return model, arch, f"{path} ({'cached' if cached else 'trained now, cached'})"

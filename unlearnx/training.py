@@ -107,7 +107,13 @@ class TrainRecipe:
     """How an original (or retrained) model is trained.
 
     ``competition``: the organisers' recipe (Adam 1e-4, wd 5e-3, cosine T_max=epochs, class-weighted CE,
-    30 epochs, batch 64, best-validation checkpoint). ``starting-kit``: SGD 0.1, momentum 0.9, wd 5e-4, cosine.
+    30 epochs, batch 64, best-validation checkpoint, no augmentation); it fits the competition's own model,
+    but from scratch on other data it underfits. ``scratch``: the usual from-scratch recipe (SGD 0.1,
+    momentum 0.9, wd 5e-4, cosine over 30 epochs, batch 128, plain CE, last epoch kept; the source's light
+    ``augment`` is chosen by :func:`unlearnx.pipeline.default_train_recipe`). ``starting-kit``: SGD 0.1,
+    momentum 0.9, wd 5e-4, cosine. ``digits``: a short SGD recipe for the embedded digits.
+    ``augment`` (``none``, ``crop``, ``flip``, ``crop+flip``; see :mod:`unlearnx.data.augment`) needs
+    tensor-resident batches.
     """
 
     optimizer: str = "sgd"
@@ -119,11 +125,14 @@ class TrainRecipe:
     class_weighted: bool = False
     keep_best_validation: bool = False
     min_save_epoch: int = 0
+    augment: str = "none"
 
     def __post_init__(self):
+        from .data.augment import check_augmentation
         from .typed import coerce_fields
 
         coerce_fields(self, "training recipe")
+        check_augmentation(self.augment)
         for key, ok, need in (("epochs", self.epochs >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
                               ("batch_size", self.batch_size >= 1, ">= 1"), ("momentum", 0 <= self.momentum < 1,
                               "in [0, 1)"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
@@ -136,6 +145,7 @@ class TrainRecipe:
         presets = {
             "competition": dict(optimizer="adam", lr=1e-4, momentum=0.0, weight_decay=5e-3, epochs=30, batch_size=64,
                                 class_weighted=True, keep_best_validation=True),
+            "scratch": dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=30, batch_size=128),
             "starting-kit": dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=30, batch_size=128),
             "digits": dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=25, batch_size=64),
         }
@@ -174,6 +184,8 @@ def train_model(model: nn.Module, train_batches, recipe: TrainRecipe, *, validat
     of data split, architecture, recipe and seed): a state saved under another key is never resumed. The
     caller removes the file once the final model is saved (a crash in between loses nothing).
     """
+    if recipe.augment != "none":
+        train_batches = _augmented(train_batches, recipe.augment)
     params = model.parameters()
     if recipe.optimizer == "adam":
         optimizer = torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -225,4 +237,15 @@ def read_resume_state(resume_path, resume_key: str = "") -> dict | None:
     if not isinstance(state, dict) or state.get("key", "") != resume_key:
         return None
     return state
+
+
+def _augmented(batches, augment: str):
+    """``batches`` drawing ``augment`` on every pass (tensor-resident batches only: they hold uint8 pixels)."""
+    from .data.augment import check_augmentation
+
+    check_augmentation(augment)
+    if not hasattr(batches, "augmented"):
+        raise ValueError(f"training with augment={augment!r} needs tensor-resident batches (unlearnx.data."
+                         "TensorBatches), not a DataLoader; use augment='none' or augment inside the loader")
+    return batches.augmented(augment)
 

@@ -5,7 +5,9 @@
 - ``None`` / ``"digits"``: scikit-learn's bundled digits, the embedded default;
 - a competition-layout folder (``retain.csv``, ``forget.csv``, ``validation.csv``, ``images/``);
 - an ImageFolder tree with ``train/`` and ``test/`` (e.g. CIFAR-10 as JPEGs);
-- torchvision's CIFAR-10 python-pickle folder (``cifar-10-batches-py``).
+- torchvision's CIFAR-10 python-pickle folder (``cifar-10-batches-py``);
+- ``"torchvision:NAME:ROOT"``: CIFAR-10, CIFAR-100, SVHN, Fashion-MNIST or MNIST read by torchvision's own
+  dataset classes from files already under ROOT (see :mod:`unlearnx.data.torchvision_source`).
 """
 from __future__ import annotations
 
@@ -42,9 +44,14 @@ def competition_checkpoint(path):
 
 
 def detect_source(source) -> str:
-    """Name the kind of ``source``: digits, competition, imagefolder or cifar-pickle."""
+    """Name the kind of ``source``: digits, competition, imagefolder, cifar-pickle or torchvision."""
     if source is None or str(source) == "digits":
         return "digits"
+    from .torchvision_source import is_torchvision_source, parse_source
+
+    if is_torchvision_source(str(source)):
+        parse_source(str(source))  # a bad name is an error here, before any work
+        return "torchvision"
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"data source {str(source)!r} does not exist (use 'digits' for the embedded default)")
@@ -57,11 +64,11 @@ def detect_source(source) -> str:
             return "imagefolder"
     raise ValueError(f"cannot tell what kind of data {str(source)!r} is: expected 'digits', a competition folder "
                      "(retain.csv, forget.csv, validation.csv, images/), an ImageFolder tree with train/ and test/, "
-                     "or a cifar-10-batches-py folder")
+                     "a cifar-10-batches-py folder, or torchvision:NAME:ROOT")
 
 
 def load(source=None, *, forget: ForgetSpec | str | None = None, seed: int = 0, split_file=None,
-         cache_dir=None) -> Splits:
+         cache_dir=None, checkpoint=None) -> Splits:
     """Load ``source`` into :class:`Splits` (deterministic: the same arguments give the same split).
 
     ``forget`` chooses the forget set, drawn with ``seed``: for sources without one the default is a
@@ -69,7 +76,9 @@ def load(source=None, *, forget: ForgetSpec | str | None = None, seed: int = 0, 
     (then it is re-drawn from retain + forget, e.g. ``"groups:15"`` over person_id). ``split_file``
     (a JSON file written by :func:`save_split`) reloads an earlier split exactly and overrides
     ``forget``/``seed``. ``cache_dir`` holds decoded images (default ``$UNLEARNX_CACHE`` or
-    ``~/.cache/unlearnx``; ``False`` = no cache).
+    ``~/.cache/unlearnx``; ``False`` = no cache). ``checkpoint``, the original model when one is given,
+    sets a competition folder's number of classes (default: its ``original_model.pth``; see
+    :mod:`unlearnx.data.competition`).
     """
     if forget is not None and not isinstance(forget, ForgetSpec):
         forget = ForgetSpec.parse(forget) if str(forget).strip() else None
@@ -83,11 +92,15 @@ def load(source=None, *, forget: ForgetSpec | str | None = None, seed: int = 0, 
     elif kind == "competition":
         from .competition import load_competition
 
-        splits = load_competition(Path(source), forget=forget, seed=seed, cache_dir=cache_dir)
+        splits = load_competition(Path(source), forget=forget, seed=seed, cache_dir=cache_dir, checkpoint=checkpoint)
     elif kind == "imagefolder":
         from .imagefolder import load_imagefolder
 
         splits = load_imagefolder(Path(source), forget=forget, seed=seed, cache_dir=cache_dir)
+    elif kind == "torchvision":
+        from .torchvision_source import load_torchvision
+
+        splits = load_torchvision(str(source), forget=forget, seed=seed)
     else:
         from .cifar_pickle import load_cifar_pickle
 

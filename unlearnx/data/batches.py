@@ -18,6 +18,7 @@ from typing import Iterator, Protocol
 import torch
 from torch import Tensor
 
+from .augment import augment as augment_batch
 from .splits import Normalization, Split
 
 
@@ -44,7 +45,7 @@ class TensorBatches:
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool = True,
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu",
                  normalization: Normalization | None = None, channels_last: bool = False,
-                 drop_last: bool = False, dtype: torch.dtype = torch.float32):
+                 drop_last: bool = False, dtype: torch.dtype = torch.float32, augment: str = "none"):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.split = split
@@ -56,11 +57,13 @@ class TensorBatches:
         self.channels_last = channels_last
         self.drop_last = drop_last
         self.dtype = dtype  # the model's parameter dtype (float64 for exactness checks)
+        self.augment = augment  # training augmentation drawn per batch (unlearnx.data.augment)
 
     def _clone(self, **changes) -> "TensorBatches":
         kwargs = dict(split=self.split, batch_size=self.batch_size, shuffle=self.shuffle,
                       generator=self.generator, device=self.device, normalization=self.normalization,
-                      channels_last=self.channels_last, drop_last=self.drop_last, dtype=self.dtype)
+                      channels_last=self.channels_last, drop_last=self.drop_last, dtype=self.dtype,
+                      augment=self.augment)
         kwargs.update(changes)
         return TensorBatches(**kwargs)
 
@@ -86,6 +89,8 @@ class TensorBatches:
             else:
                 idx = order[lo:hi]
                 x, y = images.index_select(0, idx), labels.index_select(0, idx)
+            if self.augment != "none":  # on the uint8 pixels, so padding is black as in torchvision
+                x = augment_batch(x, self.augment, self.generator)
             x = self.normalization(x)
             if self.dtype != x.dtype:
                 x = x.to(self.dtype)
@@ -95,6 +100,10 @@ class TensorBatches:
 
     def rebatch(self, batch_size: int, shuffle: bool | None = None) -> "TensorBatches":
         return self._clone(batch_size=batch_size, shuffle=self.shuffle if shuffle is None else shuffle)
+
+    def augmented(self, augment: str) -> "TensorBatches":
+        """The same batches with training augmentation ``augment`` drawn on every pass."""
+        return self._clone(augment=augment)
 
     def subset(self, n: int) -> "TensorBatches":
         n = min(int(n), len(self.split))

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .forget import ForgetSpec, select_forget
-from .imagefolder import CIFAR10_NORMALIZATION, held_out_halves
+from .forget import ForgetSpec
+from .imagefolder import CIFAR10_NORMALIZATION, train_and_held_out_splits
 from .splits import Split, Splits
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -88,12 +88,6 @@ def load_cifar_pickle(path, forget: ForgetSpec | None = None, seed: int = 0) -> 
             class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     num_classes = len(class_names)
 
-    first, second = held_out_halves(len(held_out))
-    spec = forget or ForgetSpec()
-    forget_index = select_forget(train.labels, spec, seed=seed)
-    retain, forget_split = train.partition(forget_index)
-    return Splits(
-        retain=retain, forget=forget_split, validation=held_out.subset(second), test=held_out.subset(first),
-        num_classes=num_classes, source=str(folder), normalization=CIFAR10_NORMALIZATION, class_names=class_names,
-        forget_description=spec.describe() + f" (seed {seed})", forget_index=forget_index, kind="cifar-pickle",
-    )
+    return train_and_held_out_splits(
+        train, held_out, forget, seed, num_classes=num_classes, source=str(folder),
+        normalization=CIFAR10_NORMALIZATION, class_names=class_names, kind="cifar-pickle", augmentation="crop+flip")

@@ -3,12 +3,17 @@
 ::
 
     retain.csv, forget.csv, validation.csv   columns person_id, age_group, age, image_id
+    test.csv                                  optional, same columns: the test split
     images/<a>/<b>.png                        image_id "<a>-<b>" (split at the first "-")
     age_class_weights.json                    optional {age_group: train count}
     original_model.pth                        optional state_dict of the original model
 
-Pixels stay raw 0-255 floats, as the competition fed them (``Normalization.raw()``); labels are the age
-groups 0..9; ``person_id`` becomes the splits' ``groups``. There is no test split (``test=None``).
+Pixels stay raw 0-255 floats, as the competition fed them (``Normalization.raw()``); ``person_id`` becomes
+the splits' ``groups``. Labels are the age groups 0..C-1, where the number of classes C is the checkpoint's
+(the given one, else ``original_model.pth``) head size, else the number of groups ``age_class_weights.json``
+names, else one more than the largest age_group in the CSVs; a checkpoint and a weights file that disagree,
+or a label outside 0..C-1, is an error. The competition had 10 groups. Without ``test.csv`` there is no test
+split (``test=None``) and validation is the held-out split.
 The forget set is ``forget.csv``, unless a :class:`ForgetSpec` is given: then it is re-drawn from
 retain + forget (e.g. ``groups:15`` forgets 15 random people, as the organisers did).
 """
@@ -25,9 +30,9 @@ from .cache import cached_images
 from .forget import ForgetSpec, select_forget
 from .splits import Normalization, Split, Splits
 
-NUM_AGE_GROUPS = 10
 COLUMNS = ("person_id", "age_group", "age", "image_id")
 CSV_FILES = ("retain.csv", "forget.csv", "validation.csv")
+TEST_CSV = "test.csv"  # optional
 
 
 def competition_checkpoint(path) -> Path | None:
@@ -77,10 +82,35 @@ def _age_group(row: dict, path: Path) -> int:
     except ValueError:
         raise ValueError(f"{path} line {row['_line']} (image_id {row['image_id']!r}): age_group {text!r} "
                          "is not an integer") from None
-    if not 0 <= value < NUM_AGE_GROUPS:
-        raise ValueError(f"{path} line {row['_line']} (image_id {row['image_id']!r}): age_group {value} is outside "
-                         f"0..{NUM_AGE_GROUPS - 1}")
     return value
+
+
+def _check_age_groups(root: Path, labels: dict[str, list[int]], rows: dict[str, list[dict]], num_classes: int,
+                      origin: str) -> None:
+    """Every label in 0..num_classes-1, else an error naming the first row outside."""
+    for name, values in labels.items():
+        for value, row in zip(values, rows[name]):
+            if not 0 <= value < num_classes:
+                raise ValueError(f"{root / name} line {row['_line']} (image_id {row['image_id']!r}): age_group "
+                                 f"{value} is outside 0..{num_classes - 1} ({origin})")
+
+
+def _num_classes(root: Path, labels: dict[str, list[int]], declared: list[int] | None,
+                 checkpoint: Path | None) -> tuple[int, str]:
+    """``(number of classes, where it came from)``: the checkpoint's head, else the weights file, else the labels."""
+    from ..models import checkpoint_num_classes
+
+    head = checkpoint_num_classes(checkpoint) if checkpoint is not None else None
+    weights = root / "age_class_weights.json"
+    if head is not None and declared is not None and head != len(declared):
+        raise ValueError(f"the checkpoint {checkpoint} predicts {head} classes but {weights} names "
+                         f"{len(declared)} age groups (0..{len(declared) - 1}); they must agree")
+    if head is not None:
+        return head, f"the checkpoint {checkpoint.name} predicts {head} classes"
+    if declared is not None:
+        return len(declared), f"{weights.name} names {len(declared)} age groups"
+    largest = max((max(v) for v in labels.values() if v), default=0)
+    return max(largest + 1, 1), f"no checkpoint or {weights.name}: the largest age_group sets the classes"
 
 
 def _person_codes(all_rows: list[list[dict]]) -> dict[str, int]:
@@ -93,6 +123,7 @@ def _person_codes(all_rows: list[list[dict]]) -> dict[str, int]:
 
 
 def _class_weights(root: Path) -> list[int] | None:
+    """Per-class counts from ``age_class_weights.json`` (groups 0..largest key; unnamed groups count 0)."""
     path = root / "age_class_weights.json"
     if not path.is_file():
         return None
@@ -100,34 +131,37 @@ def _class_weights(root: Path) -> list[int] | None:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an object {{age_group: count}}, got {type(data).__name__}")
-    counts = [0] * NUM_AGE_GROUPS
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path}: expected a non-empty object {{age_group: count}}, got {json.dumps(data)[:40]}")
+    counts: dict[int, int] = {}
     for key, value in data.items():
         try:
             group = int(key)
         except ValueError:
             raise ValueError(f"{path}: key {key!r} is not an age group") from None
-        if not 0 <= group < NUM_AGE_GROUPS:
-            raise ValueError(f"{path}: age group {group} is outside 0..{NUM_AGE_GROUPS - 1}")
-        if not isinstance(value, (int, float)) or value < 0:
+        if group < 0:
+            raise ValueError(f"{path}: age group {group} is negative")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{path}: count for age group {group} must be a non-negative number, got {value!r}")
         counts[group] = int(value)
-    return counts
+    return [counts.get(group, 0) for group in range(max(counts) + 1)]
 
 
-def load_competition(path, forget: ForgetSpec | None = None, seed: int = 0, cache_dir=None) -> Splits:
+def load_competition(path, forget: ForgetSpec | None = None, seed: int = 0, cache_dir=None,
+                     checkpoint=None) -> Splits:
+    """Load a competition folder; ``checkpoint`` (default: its ``original_model.pth``) sets the class count."""
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"competition folder {root} does not exist")
-    rows = {name: _read_rows(root, name) for name in CSV_FILES}
+    names = CSV_FILES + ((TEST_CSV,) if (root / TEST_CSV).is_file() else ())
+    rows = {name: _read_rows(root, name) for name in names}
     if not rows["forget.csv"]:
         raise ValueError(f"competition folder {root}: forget.csv has no rows (the forget set is empty)")
     if not rows["retain.csv"]:
         raise ValueError(f"competition folder {root}: retain.csv has no rows (the retain set is empty)")
 
     seen: dict[str, tuple[str, int]] = {}
-    for name in CSV_FILES:
+    for name in names:
         for row in rows[name]:
             image_id = row["image_id"]
             if image_id in seen:
@@ -137,11 +171,16 @@ def load_competition(path, forget: ForgetSpec | None = None, seed: int = 0, cach
                                  f"(line {row['_line']}); the splits must not overlap")
             seen[image_id] = (name, row["_line"])
 
+    labels = {name: [_age_group(r, root / name) for r in rows[name]] for name in names}
+    declared = _class_weights(root)
+    checkpoint = Path(checkpoint) if checkpoint is not None else competition_checkpoint(root)
+    num_classes, origin = _num_classes(root, labels, declared, checkpoint)
+    _check_age_groups(root, labels, rows, num_classes, origin)
+
     codes = _person_codes(list(rows.values()))
     splits: dict[str, Split] = {}
-    for name in CSV_FILES:
+    for name in names:
         csv_path = root / name
-        labels = torch.tensor([_age_group(r, csv_path) for r in rows[name]], dtype=torch.long)
         files = []
         for r in rows[name]:
             try:
@@ -153,10 +192,10 @@ def load_competition(path, forget: ForgetSpec | None = None, seed: int = 0, cach
                                         f"image file {file} does not exist")
             files.append(file)
         images = cached_images(files, namespace="competition", cache_dir=cache_dir) if files else None
-        if images is None:  # an empty validation.csv: keep a well-formed empty split
+        if images is None:  # an empty validation.csv or test.csv: keep a well-formed empty split
             shape = splits["retain.csv"].images.shape[1:]
             images = torch.empty((0, *shape), dtype=torch.uint8)
-        splits[name] = Split(images, labels, [r["image_id"] for r in rows[name]],
+        splits[name] = Split(images, torch.tensor(labels[name], dtype=torch.long), [r["image_id"] for r in rows[name]],
                              torch.tensor([codes[r["person_id"]] for r in rows[name]], dtype=torch.long))
 
     shapes = {name: tuple(s.images.shape[1:]) for name, s in splits.items() if len(s)}
@@ -167,13 +206,17 @@ def load_competition(path, forget: ForgetSpec | None = None, seed: int = 0, cach
             raise ValueError(f"competition folder {root}: {name} images (e.g. {example}) are {shape[2]}x{shape[1]} "
                              f"but retain.csv images are {first[2]}x{first[1]}; all images must have the same size")
 
+    def present(name: str) -> Split | None:
+        return splits[name] if name in splits and len(splits[name]) else None
+
     retain, forget_split = splits["retain.csv"], splits["forget.csv"]
     description = f"forget.csv ({len(forget_split)} images of {len(torch.unique(forget_split.groups))} people)"
     result = Splits(
-        retain=retain, forget=forget_split, validation=splits["validation.csv"] if len(splits["validation.csv"]) else None,
-        test=None, num_classes=NUM_AGE_GROUPS, source=str(root), normalization=Normalization.raw(),
-        class_names=[f"age group {i}" for i in range(NUM_AGE_GROUPS)], forget_description=description,
-        kind="competition", checkpoint=competition_checkpoint(root), declared_class_counts=_class_weights(root),
+        retain=retain, forget=forget_split, validation=present("validation.csv"), test=present(TEST_CSV),
+        num_classes=num_classes, source=str(root), normalization=Normalization.raw(),
+        class_names=[f"age group {i}" for i in range(num_classes)], forget_description=description,
+        kind="competition", checkpoint=competition_checkpoint(root), declared_class_counts=declared,
+        augmentation="crop+flip",  # face photos: natural images
     )
     if forget is not None:
         # train = retain rows then forget rows; draw another forget set from it

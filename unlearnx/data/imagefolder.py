@@ -69,6 +69,19 @@ def held_out_halves(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(first.indices, dtype=torch.long), torch.tensor(second.indices, dtype=torch.long)
 
 
+def train_and_held_out_splits(train: Split, held_out: Split, forget: ForgetSpec | None, seed: int,
+                              **fields) -> Splits:
+    """The splits of a source with a training set and one held-out set: the forget set is drawn from ``train``
+    with ``forget`` and ``seed``, the held-out set is halved into test and validation (:func:`held_out_halves`).
+    ``fields`` are the rest of :class:`Splits` (num_classes, source, normalization, ...)."""
+    first, second = held_out_halves(len(held_out))
+    spec = forget or ForgetSpec()
+    forget_index = select_forget(train.labels, spec, seed=seed)
+    retain, forget_split = train.partition(forget_index)
+    return Splits(retain=retain, forget=forget_split, validation=held_out.subset(second), test=held_out.subset(first),
+                  forget_description=spec.describe() + f" (seed {seed})", forget_index=forget_index, **fields)
+
+
 def load_imagefolder(path, forget: ForgetSpec | None = None, seed: int = 0, cache_dir=None) -> Splits:
     path = Path(path)
     if not (path / "train").is_dir():
@@ -100,4 +113,5 @@ def load_imagefolder(path, forget: ForgetSpec | None = None, seed: int = 0, cach
         retain=retain, forget=forget_split, validation=validation, test=test, num_classes=len(classes),
         source=str(path), normalization=CIFAR10_NORMALIZATION, class_names=classes,
         forget_description=spec.describe() + f" (seed {seed})", forget_index=forget_index, kind="imagefolder",
+        augmentation="crop+flip",
     )

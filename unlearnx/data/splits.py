@@ -135,15 +135,21 @@ class Splits:
     # source's order; retain holds the rest, in order). Defaults to "forget after retain". Split files
     # store this, so a split reloads exactly.
     forget_index: Tensor | None = None
-    kind: str = ""                              # digits | competition | imagefolder | cifar-pickle
+    kind: str = ""                              # digits | competition | imagefolder | cifar-pickle | torchvision
     checkpoint: Path | None = None              # the source's original model (competition original_model.pth)
     declared_class_counts: list[int] | None = None  # per-class train counts the source ships (age_class_weights.json)
+    # The light augmentation that suits these images when a model is trained from scratch on them
+    # (unlearnx.data.augment): crop+flip for natural images, none for digits.
+    augmentation: str = "none"
 
     def __post_init__(self):
         if len(self.forget) == 0:
             raise ValueError(f"the forget set of {self.source!r} is empty: nothing to unlearn")
         if len(self.retain) == 0:
             raise ValueError(f"the retain set of {self.source!r} is empty")
+        from .augment import check_augmentation
+
+        check_augmentation(self.augmentation)
         for name in ("retain", "forget", "validation", "test"):
             split = getattr(self, name)
             if split is None or len(split) == 0:
@@ -173,6 +179,13 @@ class Splits:
             return list(self.declared_class_counts)
         labels = torch.cat([self.retain.labels, self.forget.labels])
         return torch.bincount(labels, minlength=self.num_classes).tolist()
+
+    @property
+    def held_out(self) -> str | None:
+        """The split that stands for unseen data (test, else validation), or None when there is neither."""
+        if self.test is not None and len(self.test):
+            return "test"
+        return "validation" if self.validation is not None and len(self.validation) else None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -229,5 +242,14 @@ class Splits:
             "input_shape": list(self.input_shape),
             "sizes": {k: (len(v) if v is not None else 0) for k, v in self.named().items()},
             "forget": self.forget_description,
+            "held_out": self.held_out_description(),
             "split_hash": self.split_hash(),
         }
+
+    def held_out_description(self) -> str:
+        """Which split the report's held-out numbers (test accuracy, MIA) come from, in words."""
+        if self.held_out == "test":
+            return "test"
+        if self.held_out == "validation":
+            return "validation (the source has no test split)"
+        return "none (the source has no test or validation split)"
