@@ -57,6 +57,8 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
         raise UserError(f"--runs must be at least {MIN_SCORE_RUNS} (with 2 runs the forget quality F is 0 by "
                         "construction)")
     if out is not None:
+        if out.is_dir():
+            raise UserError(f"--out {out} is a folder; give the report file to write, e.g. {out / 'report.json'}")
         refuse_overwrite(out, force)
     dev = resolve_device(device)
     console = make_console(stderr=True)
