@@ -98,7 +98,7 @@ def test_seeded_cli_runs_are_bit_identical(folder, tmp_path):
     (("--method", "nope"), "available: cfw"),
     (("--set", "nope=1"), "valid settings"),
     (("--set", "epochs"), "key=value"),
-    (("--set", "epochs=many"), "cannot read epochs='many'"),
+    (("--set", "epochs=many"), "scl: epochs must be an integer, got many"),
     (("--device", "cuda:7" if torch.cuda.is_available() else "cuda"), "cuda"),
     (("--data", "/no/such/folder"), "does not exist"),
 ])
