@@ -5,7 +5,9 @@ C++ CPU kernels are always built. CUDA kernels are added when a CUDA toolkit is 
 ``TORCH_CUDA_ARCH_LIST`` is set; ``FORCE_CPU=1`` turns them off whatever else is set.
 
 Environment switches: FORCE_CUDA, FORCE_CPU, TORCH_CUDA_ARCH_LIST (default "8.0;9.0+PTX" when no GPU is
-visible), NVCC_FLAGS (extra nvcc flags), DEBUG=1 (-O0 -g), MAX_JOBS (ninja parallelism).
+visible), NVCC_FLAGS (extra nvcc flags), DEBUG=1 (-O0 -g), MAX_JOBS (ninja parallelism),
+UNLEARNX_REQUIRE_NATIVE=1 (a failed native build fails the install; by default it warns and installs the
+pure-PyTorch package).
 """
 import glob
 import json
@@ -91,6 +93,23 @@ ext = Extension(
     extra_link_args=["-fopenmp"] if openmp and platform.system() == "Linux" else [],
 )
 
+class OptionalNativeBuild(BuildExtension):
+    """Compile ``unlearnx._C``; if that fails, warn and install without it (unlearnx then runs its pure-PyTorch
+    ops), unless UNLEARNX_REQUIRE_NATIVE=1 makes the failure fatal."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # compiler missing or failing, ninja errors, link errors
+            if _flag("UNLEARNX_REQUIRE_NATIVE"):
+                raise
+            bar = "=" * 78
+            sys.stderr.write(f"\n{bar}\nWARNING: unlearnx's native extension did not build ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}).\nunlearnx is "
+                             "installed without it and uses its pure-PyTorch ops (same results, slower). Set "
+                             f"UNLEARNX_REQUIRE_NATIVE=1 to make this an error.\n{bar}\n\n")
+
+
 packages = ["unlearnx", "unlearnx.ops", "unlearnx.data", "unlearnx.methods", "unlearnx.metrics",
             "unlearnx.bench", "unlearnx.cli"]
 setup(
@@ -98,6 +117,6 @@ setup(
     package_dir={"unlearnx.cli": "cli"},
     package_data={"unlearnx": ["_build_info.json"]},
     ext_modules=[ext],
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": OptionalNativeBuild},
     zip_safe=False,
 )

@@ -1,4 +1,4 @@
-"""``unlearnx``: info, methods, train, unlearn, evaluate, bench.
+"""``unlearnx``: info, methods, train, unlearn, evaluate, bench, cache.
 
 Heavy imports happen inside commands so ``unlearnx --help`` answers at once.
 """

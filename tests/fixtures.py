@@ -243,3 +243,18 @@ def write_torchvision_mnist(root, name: str = "mnist", n_train: int = 30, n_test
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images[..., 0])
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     return Path(root)
+
+
+class StopAfter:
+    """A progress reporter that interrupts training after ``epochs`` epochs, like a killed job."""
+
+    def __init__(self, epochs):
+        self.epochs, self.started = epochs, 0
+
+    def start(self, description, total):
+        self.started += 1
+        if self.started > self.epochs:
+            raise KeyboardInterrupt
+
+    def advance(self, n=1):
+        pass

@@ -11,7 +11,7 @@ from unlearnx.cli.main import main
 from unlearnx.methods import METHODS
 from unlearnx.models import build_model
 
-from fixtures import write_checkpoint, write_competition_folder
+from fixtures import StopAfter, write_checkpoint, write_competition_folder
 
 
 @pytest.fixture(autouse=True)
@@ -98,7 +98,7 @@ def test_seeded_cli_runs_are_bit_identical(folder, tmp_path):
     (("--method", "nope"), "available: cfw"),
     (("--set", "nope=1"), "valid settings"),
     (("--set", "epochs"), "key=value"),
-    (("--set", "epochs=many"), "cannot read epochs='many'"),
+    (("--set", "epochs=many"), "scl: epochs must be an integer, got many"),
     (("--device", "cuda:7" if torch.cuda.is_available() else "cuda"), "cuda"),
     (("--data", "/no/such/folder"), "does not exist"),
 ])
@@ -174,27 +174,12 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path):
     partial = tmp_path / "state.partial"
     # Run one epoch, "crash", then resume with the full recipe from the saved state.
     with pytest.raises(KeyboardInterrupt):
-        train_from_scratch(splits, "small", recipe, seed=1, resume_path=partial, progress=_StopAfter(1))
+        train_from_scratch(splits, "small", recipe, seed=1, resume_path=partial, progress=StopAfter(1))
     assert partial.exists()
     resumed = train_from_scratch(splits, "small", recipe, seed=1, resume_path=partial)
     assert partial.exists()  # the caller removes it once the final model is saved
     for key, value in full.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
-
-
-class _StopAfter:
-    """A progress reporter that interrupts training after ``epochs`` epochs, like a killed job."""
-
-    def __init__(self, epochs):
-        self.epochs, self.started = epochs, 0
-
-    def start(self, description, total):
-        self.started += 1
-        if self.started > self.epochs:
-            raise KeyboardInterrupt
-
-    def advance(self, n=1):
-        pass
 
 
 def test_all_mias_are_reported_by_name(folder, tmp_path):

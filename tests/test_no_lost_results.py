@@ -13,7 +13,7 @@ from unlearnx.models import build_model, load_checkpoint
 from unlearnx.pipeline import measure, shadow_members, train_from_scratch
 from unlearnx.training import TrainRecipe
 
-from fixtures import write_checkpoint
+from fixtures import StopAfter, write_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -86,25 +86,12 @@ def test_a_method_that_diverges_names_the_method_phase_and_recipe_values(digits)
     assert text.startswith("finetune:") and "lr=1e+30" in text and "step" in text
 
 
-class _StopAfter:
-    def __init__(self, epochs):
-        self.epochs, self.started = epochs, 0
-
-    def start(self, description, total):
-        self.started += 1
-        if self.started > self.epochs:
-            raise KeyboardInterrupt
-
-    def advance(self, n=1):
-        pass
-
-
 def test_training_never_resumes_another_configurations_state(digits, tmp_path):
     a = TrainRecipe.preset("digits", epochs=2)
     b = TrainRecipe.preset("digits", epochs=2, lr=0.01)
     partial = tmp_path / "model.pt.partial"
     with pytest.raises(KeyboardInterrupt):
-        train_from_scratch(digits, "small", a, seed=1, resume_path=partial, progress=_StopAfter(1))
+        train_from_scratch(digits, "small", a, seed=1, resume_path=partial, progress=StopAfter(1))
     assert partial.exists()
     resumed_b = train_from_scratch(digits, "small", b, seed=1, resume_path=partial)
     fresh_b = train_from_scratch(digits, "small", b, seed=1)

@@ -165,9 +165,10 @@ def cached_model(splits: Splits, arch: str, recipe: TrainRecipe, *, on: str, see
         model = load_checkpoint(path, arch, splits.num_classes, splits.input_shape[0]).to(device).eval()
         return model, path, True
     partial = path.with_suffix(".partial")
+    # The metadata first, so `unlearnx cache` also knows whose the partial training state is.
+    write_sidecar(path, entry_meta(f"{name} model", key, cache_identity(device), source=splits.source, arch=arch))
     model = train_from_scratch(splits, arch, recipe, on=on, seed=seed, device=device, progress=progress,
                                resume_path=partial)
-    write_sidecar(path, entry_meta(f"{name} model", key, cache_identity(device), source=splits.source, arch=arch))
     save_state_dict(model, path)
     partial.unlink(missing_ok=True)  # only once the model is safely saved
     return model, path, False

@@ -333,15 +333,17 @@ UNLEARNX_INLINE double scl_small_body(const T* F, const T* R, int64_t Bf, int64_
   return total;
 }
 
-// Two builds of the float kernel, picked once at run time: the extension is compiled for the baseline
-// ISA (SSE2), where the packs run 4 floats wide and exp-heavy code is ~3x slower than with AVX2+FMA.
+// Two builds of the float kernel on x86, picked once at run time: the extension is compiled for the baseline
+// ISA (SSE2), where the packs run 4 floats wide and exp-heavy code is ~3x slower than with AVX2+FMA. Other
+// architectures (aarch64, ppc64le, ...) compile the portable baseline only.
+double scl_small_baseline(const float* F, const float* R, int64_t Bf, int64_t Br, int64_t C, double t, float* Rt,
+                          float* dRt, float* s, float* dF, float* dR) {
+  return scl_small_body<float>(F, R, Bf, Br, C, t, Rt, dRt, s, dF, dR);
+}
+#if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx2,fma"))) double scl_small_avx2(const float* F, const float* R, int64_t Bf, int64_t Br,
                                                           int64_t C, double t, float* Rt, float* dRt, float* s,
                                                           float* dF, float* dR) {
-  return scl_small_body<float>(F, R, Bf, Br, C, t, Rt, dRt, s, dF, dR);
-}
-double scl_small_baseline(const float* F, const float* R, int64_t Bf, int64_t Br, int64_t C, double t, float* Rt,
-                          float* dRt, float* s, float* dF, float* dR) {
   return scl_small_body<float>(F, R, Bf, Br, C, t, Rt, dRt, s, dF, dR);
 }
 double scl_small(const float* F, const float* R, int64_t Bf, int64_t Br, int64_t C, double t, float* Rt, float* dRt,
@@ -350,6 +352,12 @@ double scl_small(const float* F, const float* R, int64_t Bf, int64_t Br, int64_t
   return has_avx2 ? scl_small_avx2(F, R, Bf, Br, C, t, Rt, dRt, s, dF, dR)
                   : scl_small_baseline(F, R, Bf, Br, C, t, Rt, dRt, s, dF, dR);
 }
+#else
+double scl_small(const float* F, const float* R, int64_t Bf, int64_t Br, int64_t C, double t, float* Rt, float* dRt,
+                 float* s, float* dF, float* dR) {
+  return scl_small_baseline(F, R, Bf, Br, C, t, Rt, dRt, s, dF, dR);
+}
+#endif
 double scl_small(const double* F, const double* R, int64_t Bf, int64_t Br, int64_t C, double t, double* Rt,
                  double* dRt, double* s, double* dF, double* dR) {
   return scl_small_body<double>(F, R, Bf, Br, C, t, Rt, dRt, s, dF, dR);
