@@ -56,9 +56,12 @@ cxx_flags = ["-O0", "-g"] if DEBUG else ["-O3", "-DNDEBUG"]
 cxx_flags += ["-std=c++20"]  # torch >= 2.10 headers require C++20
 if openmp and platform.system() == "Linux":
     cxx_flags += ["-fopenmp"]
-# No --use_fast_math: its flush-to-zero changes results (each .cu file says why and refuses the flag).
+# No fast math: its flush-to-zero changes the kernels' results (csrc/cuda/losses.cu and reinit.cu say why).
 nvcc_flags = ["-O0", "-g", "-lineinfo"] if DEBUG else ["-O3", "-DNDEBUG"]
 nvcc_flags += os.environ.get("NVCC_FLAGS", "").split()
+if BUILD_CUDA and any("fast_math" in f or "ftz=true" in f for f in nvcc_flags):
+    sys.exit("unlearnx: NVCC_FLAGS must not enable fast math (--use_fast_math, -ftz=true): flush-to-zero "
+             "changes the CUDA kernels' results")
 define_macros = [("WITH_CUDA", None)] if BUILD_CUDA else []
 
 config = {

@@ -27,7 +27,7 @@ import sysconfig
 print("-I" + sysconfig.get_paths()["include"])
 PY
 )
-  # The optimisation flags of setup.py (no --use_fast_math: each .cu refuses it, see their headers).
+  # The optimisation flags of setup.py (which refuses fast-math flags).
   local flags=(-O3 -DNDEBUG)
   read -r -a extra <<<"${NVCC_FLAGS:-}"
   flags+=("${extra[@]}")
