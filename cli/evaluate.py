@@ -87,7 +87,8 @@ def evaluate(method, data, forget_spec, split_seed, checkpoint, arch, runs, seed
     if rte_problem:
         result["rte_unavailable"] = rte_problem
     report = new_report(seed=seed, data={**splits.summary(), "split_seed": split_seed}, method=method,
-                        impl="fused" if fused and unlearned.native.all() else "pytorch", preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
+                        impl="fused" if fused and unlearned.native.all() else "pytorch", preset=preset,
+                        recipe=dataclasses.asdict(recipe), arch=arch,
                         original_checkpoint=where, runs=runs, score=result, metrics=metrics,
                         mia_name="mia.loss_lr", train_recipe=dataclasses.asdict(train_recipe),
                         cache={"references": retrained.cache_counts(), "unlearned": unlearned.cache_counts()})

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from .common import (DATA_HELP, FORGET_HELP, UserError, _friendly, debugging, describe_preset, make_console, preset_option, refuse_overwrite,
+from .common import (DATA_HELP, FORGET_HELP, UserError, _friendly, debugging, describe_preset, make_console,
+                     preset_option, refuse_overwrite,
                      remove_stale_outputs, resolve_device, resolve_preset)
 
 # The files every run writes into --out, and those only an --export writes.
