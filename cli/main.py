@@ -241,7 +241,8 @@ def cache(ctx):
     make_console().print(table)
     total = sum(e.size for e in found)
     stale = [e for e in found if e.stale]
-    click.echo(f"{len(found)} entries, {_human_size(total)}; {len(stale)} stale ({_human_size(sum(e.size for e in stale))})")
+    stale_size = _human_size(sum(e.size for e in stale))
+    click.echo(f"{len(found)} entries, {_human_size(total)}; {len(stale)} stale ({stale_size})")
 
 
 @cache.command("clear")

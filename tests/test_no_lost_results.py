@@ -123,6 +123,7 @@ def test_user_input_errors_of_any_kind_are_one_line_and_debug_shows_the_tracebac
     monkeypatch.setattr("unlearnx.data.load", unwritable)
     result = CliRunner().invoke(main, ["unlearn", "--out", str(tmp_path / "r"), "-q"])
     assert result.exit_code == 2 and "PermissionError" in result.output and "Traceback" not in result.output
+    # --debug sets UNLEARNX_DEBUG in this process; monkeypatch restores it (absent) after the test
+    monkeypatch.setenv("UNLEARNX_DEBUG", "0")
     result = CliRunner().invoke(main, ["--debug", "unlearn", "--out", str(tmp_path / "r"), "-q"])
     assert isinstance(result.exception, PermissionError)
-    monkeypatch.delenv("UNLEARNX_DEBUG", raising=False)

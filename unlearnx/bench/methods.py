@@ -98,7 +98,8 @@ def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods:
                                                    ("channels_last", channels_last), ("bf16", amp is not None)) if on]
             if fused and not result.native.all():
                 impl = f"{impl} (no native op ran)"  # _C missing, or the method uses no fused op
-            row = {"method": name, "impl": impl, "ingredients": ingredients, "runs": runs, "seconds": float(result.seconds.mean()),
+            row = {"method": name, "impl": impl, "ingredients": ingredients, "runs": runs,
+                   "seconds": float(result.seconds.mean()),
                    "seconds_std": float(result.seconds.std(ddof=1)) if runs > 1 else 0.0,
                    "forget_accuracy": float(result.forget_accuracy.mean()),
                    "retain_accuracy": float(result.retain_accuracy.mean()),
