@@ -46,7 +46,7 @@ METHOD_BAD = {
     "reinit-cycles": {"schedule": "alg3", "layers_per_cycle": -1, "input_noise_std": -0.01,
                       "alg1_cycle_epochs": (1, -1), "alg1_lr": -1e-3, "alg1_t_max": 0, "alg2_cycle_epochs": (),
                       "alg2_epoch_lrs": (1e-3, -1e-3)},
-    "retrain": {"optimizer": "rmsprop", "retain_batch_size": 0, "min_save_epoch": -1},
+    "retrain": {"optimizer": "rmsprop", "retain_batch_size": 0, "min_save_epoch": -1, "augment": "rotate"},
     "rni": {"lr": -1e-4, "fine_epochs": -1, "reset_epochs": -1, "layer_select": 0, "noise_ratio": 1.5, "noise_std": -0.1,
             "skip_rule": "sometimes", "fine_lrs": (1e-3, -1e-3), "fine_momentum": 1.0, "fine_weight_decay": -1.0},
     "salun": {"threshold": 0.0},

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..data.augment import AUGMENTATIONS
 from ..layers import needs_roles, reset_function
 from ..training import TrainRecipe, train_model
 from .base import Recipe, at_least, one_of, register
@@ -29,7 +30,8 @@ class RetrainRecipe(Recipe):
 
     uncertain = ("the organisers keep the best-validation checkpoint from epoch 20 on (min_save_epoch=20); "
                  "with fewer epochs no epoch qualifies and the last one is kept")
-    limits = {"optimizer": one_of("sgd", "adam"), "retain_batch_size": at_least(1), "min_save_epoch": at_least(0)}
+    limits = {"optimizer": one_of("sgd", "adam"), "retain_batch_size": at_least(1), "min_save_epoch": at_least(0),
+              "augment": one_of(*AUGMENTATIONS)}
     # On digits, retrain as the cached reference model is trained (TrainRecipe.preset("digits")): Adam at 1e-4
     # reaches ~0.75 test accuracy there in 30 epochs, SGD 0.05 ~0.99.
     digits_demo = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 25,
@@ -44,6 +46,7 @@ class RetrainRecipe(Recipe):
     class_weighted: bool = True        # CE weight 1/N_c from the retain counts
     keep_best_validation: bool = True
     min_save_epoch: int = 20           # main.py: retrained checkpoints only from epoch 20
+    augment: str = "none"              # the organisers trained without augmentation (unlearnx.data.augment)
 
     def train_recipe(self) -> TrainRecipe:
         values = dataclasses.asdict(self)
