@@ -22,6 +22,7 @@ import torch
 
 from seed_table import shrink
 from unlearnx import data
+from unlearnx.atomic import write_text
 from unlearnx.pipeline import describe_train_recipe, measure, original_fit, train_from_scratch, train_recipe_choice
 from unlearnx.report import machine, markdown_table, versions, write_json_atomic
 from unlearnx.training import TrainRecipe
@@ -140,9 +141,7 @@ def main(argv=None) -> int:
         text = (f"# Training recipes per source\n\n`{result['command']}` at {result['git_commit'][:12]}, "
                 f"{args.arch} model, on {result['machine']['cpu']} ({result['machine']['cores']} cores, shared "
                 "with other jobs: seconds are indicative).\n\n" + markdown_table(table))
-        tmp = out.with_name(out.name + ".md.tmp")
-        tmp.write_text(text)
-        tmp.replace(out.with_suffix(".md"))
+        write_text(out.with_suffix(".md"), text)
         print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
 

@@ -52,9 +52,9 @@ def test_eight_classes_test_csv_and_no_checkpoint_train_an_original_that_learns(
 
 def test_an_original_that_barely_learnt_is_flagged(ages, tmp_path):
     out = tmp_path / "still.pt"
-    result = run("train", "--data", ages, "--model", "small", "--set", "lr=0", "--set", "epochs=1", "--out", out)
+    result = run("train", "--data", ages, "--model", "small", "--set", "lr=1e-9", "--set", "epochs=1", "--out", out)
     assert result.exit_code == 0, result.output
-    assert "training recipe: scratch with lr=0, epochs=1:" in result.output
+    assert "training recipe: scratch with lr=1e-9, epochs=1:" in result.output
     assert "warning: the original looks under-trained" in result.output
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["fit"]["under_trained"] is True and report["recipe_name"] == "scratch"
@@ -100,6 +100,6 @@ def test_recipe_per_source_and_its_cache_key(tmp_path):
     plain = default_train_recipe(tree, augment=False)
     assert plain.augment == "none"
     # trained originals and references are cached per recipe: another recipe is another entry
-    paths = {cached_model(tree, "small", dataclasses.replace(r, epochs=0), on="train", cache_dir=tmp_path)[1]
+    paths = {cached_model(tree, "small", dataclasses.replace(r, epochs=1), on="train", cache_dir=tmp_path)[1]
              for r in (scratch, plain, competition)}
     assert len(paths) == 3

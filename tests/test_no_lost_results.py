@@ -31,8 +31,16 @@ def run(*args):
 
 
 def test_an_evaluation_failure_keeps_the_unlearned_model_and_says_so(tmp_path, monkeypatch):
-    def broken(*args, **kwargs):
-        raise RuntimeError("evaluation exploded")
+    import unlearnx.pipeline
+
+    measure_ = unlearnx.pipeline.measure
+    calls = []
+
+    def broken(model, *args, **kwargs):  # the original is measured before unlearning; the unlearned model fails
+        calls.append(model)
+        if len(calls) > 1:
+            raise RuntimeError("evaluation exploded")
+        return measure_(model, *args, **kwargs)
 
     monkeypatch.setattr("unlearnx.pipeline.measure", broken)
     out = tmp_path / "run"
