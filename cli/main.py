@@ -141,10 +141,8 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, no_augment, on
     import time
 
     from unlearnx import data as data_mod
-    from unlearnx.methods import parse_overrides
     from unlearnx.models import default_arch, save_state_dict
-    from unlearnx.pipeline import (describe_fit, describe_train_recipe, measure, original_fit, train_from_scratch,
-                                   training_key)
+    from unlearnx.pipeline import describe_fit, measure, original_fit, train_from_scratch, training_key
     from unlearnx.report import new_report, write_json_atomic
     from unlearnx.training import read_resume_state
 
@@ -158,9 +156,7 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, no_augment, on
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     arch = arch or default_arch(data_mod.detect_source(data))
     recipe, name, why = resolve_train_recipe(splits, recipe_name, sets, augment=not no_augment)
-    changed = format_changes(parse_overrides(sets)) if sets else ""
-    click.echo(f"training recipe: {name}{' with ' + changed if changed else ''}: {describe_train_recipe(recipe)}. "
-               f"{why}")
+    _echo_train_recipe(recipe, name, sets, why)
     start = time.perf_counter()
     with RichProgress() as progress:
         # Training state is kept beside --out after every epoch: rerunning the command resumes.
@@ -188,12 +184,20 @@ def train(data, forget_spec, split_seed, arch, recipe_name, sets, no_augment, on
         click.echo(line)
 
 
+def _echo_train_recipe(recipe, name: str, sets, why: str) -> None:
+    from unlearnx.methods import parse_overrides
+    from unlearnx.pipeline import describe_train_recipe
+
+    changed = format_changes(parse_overrides(sets)) if sets else ""
+    click.echo(f"training recipe: {name}{' with ' + changed if changed else ''}: {describe_train_recipe(recipe)}. "
+               f"{why}")
+
+
 def _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, no_augment, device, n, execution):
     """The retrained references of ``evaluate --runs N`` (same data, model, recipe and cache keys)."""
     from unlearnx import data as data_mod
     from unlearnx.executor import make_executor
     from unlearnx.models import default_arch
-    from unlearnx.pipeline import describe_train_recipe
     from unlearnx.protocol import retrained_references
 
     from .progress import RichProgress
@@ -205,7 +209,7 @@ def _train_references(data, forget_spec, split_seed, arch, recipe_name, sets, no
     splits = data_mod.load(data, forget=forget_spec, seed=split_seed)
     arch = arch or default_arch(splits.kind)
     recipe, name, why = resolve_train_recipe(splits, recipe_name, sets, augment=not no_augment)
-    click.echo(f"training recipe: {name}: {describe_train_recipe(recipe)}. {why}")
+    _echo_train_recipe(recipe, name, sets, why)
     with RichProgress() as progress, make_executor(execution) as executor:
         refs = retrained_references(splits, arch, recipe, n, device=dev, progress=progress, executor=executor)
         done = executor.describe()["nodes"]
