@@ -5,7 +5,8 @@
 #
 #   bash bench/gpu_session.sh build tests ops     # rebuild _C against the machine's torch, CUDA tests, op timings
 #   bash bench/gpu_session.sh seed                # CIFAR-10 / ResNet-18 seed table, bf16 + channels_last
-#   bash bench/gpu_session.sh methods             # unlearnx bench: pytorch vs fused, ingredients, score
+#   bash bench/gpu_session.sh methods             # unlearnx bench: pytorch vs fused, ingredients (fused+compile), score
+#   bash bench/gpu_session.sh compile             # compiled runs with CUDA graphs (mode reduce-overhead) vs eager fused
 #
 # Each stage is safe to repeat: trained models are cached under $UNLEARNX_CACHE (default
 # ~/.cache/unlearnx), so a stage cut off by the time limit goes on where it stopped when run again on
@@ -75,10 +76,20 @@ stage_methods() {
         --ingredients --runs "$RUNS" --out "$OUT/bench-methods-$DEVICE.json" --force
 }
 
-[ $# -gt 0 ] || { sed -n '2,13p' "$0"; exit 2; }
+stage_compile() {
+    # The end-to-end lever on a GPU: the fixed-shape loops as CUDA graphs (torch.compile mode reduce-overhead).
+    need_cifar
+    local data=$CIFAR
+    if [ "$SUBSET" != 0 ]; then data=digits; fi
+    UNLEARNX_COMPILE_MODE=reduce-overhead "$PY" -m unlearnx.cli.main bench --device "$DEVICE" --data "$data" \
+        --methods scl,scl-bikl,grad-ascent --compile --runs "$RUNS" --verbose \
+        --out "$OUT/bench-compile-reduce-overhead-$DEVICE.json" --force
+}
+
+[ $# -gt 0 ] || { sed -n '2,14p' "$0"; exit 2; }
 for stage in "$@"; do
     case $stage in
-        build|tests|ops|seed|methods) echo "== $stage ($(date -u +%T))"; "stage_$stage" ;;
-        *) echo "unknown stage $stage (build, tests, ops, seed, methods)" >&2; exit 2 ;;
+        build|tests|ops|seed|methods|compile) echo "== $stage ($(date -u +%T))"; "stage_$stage" ;;
+        *) echo "unknown stage $stage (build, tests, ops, seed, methods, compile)" >&2; exit 2 ;;
     esac
 done

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from seed_table import shrink
 from unlearnx import data
 from unlearnx.atomic import write_text
 from unlearnx.pipeline import describe_train_recipe, measure, original_fit, train_from_scratch, train_recipe_choice
-from unlearnx.report import machine, markdown_table, versions, write_json_atomic
+from unlearnx.report import machine, markdown_table, source_commit, versions, write_json_atomic
 from unlearnx.training import TrainRecipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,14 +82,6 @@ def recipes(splits, epochs: int) -> dict[str, TrainRecipe]:
     return chosen
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cifar", default=str(ROOT.parent / "shared/data/cifar10-jpeg"),
@@ -130,7 +121,7 @@ def main(argv=None) -> int:
                              "values": describe_train_recipe(recipe)})
                 print(rows[-1], flush=True)
 
-    result = {"command": " ".join(["python", *sys.argv]), "git_commit": git_commit(), "arch": args.arch,
+    result = {"command": " ".join(["python", *sys.argv]), "git_commit": source_commit(), "arch": args.arch,
               "machine": machine(), "versions": versions(), "rows": rows}
     if args.out:
         out = Path(args.out)

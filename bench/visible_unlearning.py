@@ -27,6 +27,7 @@ from pathlib import Path
 
 from unlearnx import leaderboard
 from unlearnx.atomic import write_text
+from unlearnx.report import source_commit
 
 DEFAULT_METHODS = "scl,scl-bikl,grad-ascent,msg,ct,finetune,neggrad-plus,scrub,retrain"
 
@@ -53,14 +54,6 @@ def make_subset(cifar: Path, dest: Path, per_class: int, test_per_class: int) ->
                     link.symlink_to((root / klass / name).resolve())
     write_text(marker, json.dumps([str(cifar.resolve()), per_class, test_per_class]))
     return dest
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def unlearnx(*args) -> None:
@@ -105,7 +98,7 @@ def main(argv=None) -> int:
              "--train-recipe", args.train_recipe, *[a for s in sets for a in ("--train-set", s)],
              *execution, "--out", args.out, *(["--force"] if args.force else []))
     report = json.loads(args.out.read_text())
-    report["setting"] = {"command": " ".join(["python", *sys.argv]), "git_commit": git_commit(),
+    report["setting"] = {"command": " ".join(["python", *sys.argv]), "git_commit": source_commit(),
                          "original": trained, "min_gap_points": args.min_gap}
     leaderboard.write(report, args.out)  # the same files again, now with the setting and commit
     original_forget = trained["forget"]["accuracy"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from .common import (FORGET_HELP, UserError, _friendly, execution_options, make_console, preset_option,
-                     refuse_overwrite, resolve_device, resolve_preset)
+                     refuse_overwrite, resolve_device, resolve_preset, verbose_option)
 
 
 @click.command()
@@ -22,23 +22,28 @@ from .common import (FORGET_HELP, UserError, _friendly, execution_options, make_
 @click.option("--device", default="auto", show_default=True)
 @preset_option
 @click.option("--ingredients", is_flag=True, help="Also time the steps between the two paths (resident data, "
-                                                   "channels_last, bf16) to show each one's share.")
+                                                   "channels_last, bf16) and the compiled model (fused+compile) to "
+                                                   "show each one's share.")
+@click.option("--compile/--no-compile", "compile_choice", default=None,
+              help="Add (or, with --ingredients, leave out) the fused+compile row: the method's model calls "
+                   "compiled with torch.compile; its seconds exclude the one-time compile (compile_seconds).")
 @click.option("--quick", is_flag=True, help="A few minutes on 2 CPU cores: digits, 4 runs, short op timings.")
 @execution_options
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write FILE.json, plus FILE.md (tables) and FILE.png (score vs runtime) beside it.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @click.option("--quiet", "-q", is_flag=True)
+@verbose_option
 @_friendly
-def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, preset, ingredients, quick, execution, out,
-          force, quiet):
+def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, preset, ingredients, compile_choice, quick,
+          execution, out, force, quiet, verbose):
     """Measure fused vs pure-PyTorch: op speed, and per method runtime and score.
 
     --backend applies to the retrained references the score needs; the timed method runs always run
     here, one at a time (they are the measurement)."""
     from unlearnx.bench.report import render, write_outputs
     from unlearnx.methods import METHODS
-    from unlearnx.report import machine, versions
+    from unlearnx.report import command_line, created_now, machine, source_commit, versions
 
     from .progress import RichProgress
 
@@ -66,7 +71,8 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
         kind = data_mod.detect_source(data)
         preset = resolve_preset(preset, kind)
         splits = data_mod.load(data, forget=forget_spec, checkpoint=checkpoint)
-    result = {"machine": {**machine(), "device": str(dev), **{f"{k}_version": v for k, v in versions().items()}},
+    result = {"command": command_line(), "created": created_now(), "source_commit": source_commit(),
+              "machine": {**machine(), "device": str(dev), **{f"{k}_version": v for k, v in versions().items()}},
               "ops": [], "methods": []}
 
     if do_ops:
@@ -85,9 +91,13 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
             original, arch, where = original_model(splits, checkpoint=checkpoint, device=dev,
                                                    progress=progress, recipe=train_recipe)
             console.print(f"original model: {where}")
+            if compile_choice or (compile_choice is None and ingredients):
+                from unlearnx.compiled import check_compilable
+
+                check_compilable(original)
             rows = bench_methods(splits, original, arch, methods, runs=runs, device=dev, ingredients=ingredients,
                                  train_recipe=train_recipe, progress=progress, preset=preset,
-                                 executor=executor)
+                                 executor=executor, compile=compile_choice)
             result["execution"] = executor.describe()
         result["methods"] = add_speedups(rows)
         result["cache"] = cache_summary(rows)
@@ -95,6 +105,11 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
         result["data"] = splits.summary()
 
     render(result, make_console())
+    if verbose:
+        for row in result["methods"]:
+            if "graphs_compiled" in row:
+                click.echo(f"{row['method']} ({row['impl']}): {row['graphs_compiled']} graph(s) compiled in "
+                           f"{row['compile_seconds']:.1f} s over {row['runs']} run(s)")
     if out is not None:
         for path in write_outputs(result, out):
             click.echo(f"wrote {path}")

@@ -85,6 +85,26 @@ preset_option = click.option("--preset", type=click.Choice(["auto", "published",
                              show_default=True, help=PRESET_HELP)
 
 
+compile_option = click.option(
+    "--compile/--no-compile", "compile_choice", default=None,
+    help="Run the methods' model calls compiled (torch.compile, TorchInductor): a one-time compile of 20-40 s, "
+         "then faster steps. Default: on where it was measured faster (the small ResNet on CPU) and the runs "
+         "are long or many enough to win the compile back; the report says why.")
+verbose_option = click.option("--verbose", "-v", is_flag=True,
+                              help="Also print the compiled graphs (first compiles and recompiles) and compile seconds.")
+
+
+def describe_compile(enabled: bool, why: str, seconds: float | None = None, graphs: int | None = None,
+                     verbose: bool = False) -> str:
+    """One line: whether the model calls were compiled, why, and (once measured) what compiling cost."""
+    line = f"compiled model calls: {'on' if enabled else 'off'} ({why})"
+    if enabled and seconds is not None:
+        line += f"; {seconds:.1f} s compiling, kept out of the run's seconds"
+        if verbose and graphs is not None:
+            line += f"; {graphs} graph(s) compiled"
+    return line
+
+
 def check_model_spec(spec: str | None, from_scratch: bool = False):
     """Parse --model before any work (a bad name, an unimportable factory, a missing file fail at once)."""
     if spec is None:

@@ -6,15 +6,27 @@ from pathlib import Path
 
 import click
 
-from .common import (DATA_HELP, FORGET_HELP, MODEL_HELP, UserError, _friendly, check_model_spec, describe_preset,
-                     execution_options, make_console, preset_option, refuse_overwrite, resolve_device, resolve_preset,
-                     resolve_train_recipe)
+from .common import (DATA_HELP, FORGET_HELP, MODEL_HELP, UserError, _friendly, check_model_spec, compile_option,
+                     describe_compile, describe_preset, execution_options, make_console, preset_option,
+                     refuse_overwrite, resolve_device, resolve_preset, resolve_train_recipe, verbose_option)
 
 
 def _reuse_line(references: dict, unlearned: dict) -> str:
     return (f"cache: references {references['reused']} reused, {references['ran']} ran; unlearned runs "
             f"{unlearned['reused']} reused, {unlearned['ran']} ran (reused runs keep the seconds measured when "
             "they ran)")
+
+
+def compile_summary(enabled: bool, why: str, runsets: dict) -> dict:
+    """The report's ``compile`` block: whether and why, and compiling's seconds and graphs over every run done
+    now (per method too; reused runs keep what they recorded), which each run's ``seconds`` exclude."""
+    per_method = {m: {"compile_seconds": float(r.compile_seconds.sum()), "graphs_compiled": int(r.graphs_compiled.sum())}
+                  for m, r in runsets.items()}
+    from unlearnx.compiled import compile_mode
+
+    return {"enabled": enabled, "why": why, "mode": compile_mode() if enabled else None,
+            "compile_seconds": sum(v["compile_seconds"] for v in per_method.values()),
+            "graphs_compiled": sum(v["graphs_compiled"] for v in per_method.values()), "methods": per_method}
 
 
 def _rte(unlearned, retrained, device) -> tuple[float | None, str | None]:
@@ -50,18 +62,21 @@ def _rte(unlearned, retrained, device) -> tuple[float | None, str | None]:
                    "original_model.pth, else scratch); use the one the original was trained with.")
 @click.option("--train-set", "train_sets", multiple=True, metavar="KEY=VALUE",
               help="Override a value of the references' training recipe (epochs=60).")
+@compile_option
 @execution_options
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the JSON report here.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @click.option("--quiet", "-q", is_flag=True)
+@verbose_option
 @_friendly
 def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arch, runs, seed, device, sets, preset,
-             fused, train_recipe, train_sets, execution, out, force, quiet):
+             fused, train_recipe, train_sets, compile_choice, execution, out, force, quiet, verbose):
     """Score METHOD with N unlearned runs against N retrained references (both cached on disk, resumable):
     mean ± std of every metric and the competition score. --backend process|ray runs them in parallel."""
     import dataclasses
 
     from unlearnx import data as data_mod
+    from unlearnx.compiled import check_compilable, decide
     from unlearnx.executor import make_executor
     from unlearnx.methods import METHODS, make_recipe, parse_overrides
     from unlearnx.pipeline import describe_train_recipe, original_model
@@ -107,12 +122,22 @@ def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arc
                                                progress=progress, recipe=train_recipe)
         console.print(f"original model: {where}")
         with make_executor(execution) as executor:
+            # Each worker process compiles once and then runs its share of every method's runs.
+            per_process = -(-runs * len(methods) // max(1, executor.concurrency()))
+            compile_on, compile_why = decide(compile_choice, dev, arch, per_process, len(splits.retain),
+                                             splits.input_shape)
+            if compile_on:
+                check_compilable(original)  # before the references train
             retrained = retrained_references(splits, arch, train_recipe, runs, device=dev, progress=progress,
                                              executor=executor)
             for m in methods:
                 unlearned[m] = unlearned_runs(original, splits, m, recipes[m], runs, fused=fused, device=dev,
-                                              base_seed=seed, progress=progress, executor=executor)
+                                              base_seed=seed, progress=progress, executor=executor,
+                                              compile=compile_on)
             execution_block = executor.describe()
+    compile_block = compile_summary(compile_on, compile_why, unlearned)
+    console.print(describe_compile(compile_on, compile_why, compile_block["compile_seconds"],
+                                   compile_block["graphs_compiled"], verbose), markup=False)
     placement = {"retrained": retrained.placement, **{m: r.placement for m, r in unlearned.items()}}
     # "fused" only when a kernel of unlearnx._C ran in every run.
     native = all(r.native.all() for r in unlearned.values())
@@ -120,7 +145,7 @@ def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arc
                   impl="fused" if fused and native else "pytorch", device=dev, model=describe_model(arch, original), preset=preset, arch=arch, original_checkpoint=where,
                   runs=runs, mia_name="mia.loss_lr",
                   train_recipe={"name": recipe_name, **dataclasses.asdict(train_recipe)},
-                  execution=execution_block, placement=placement)
+                  execution=execution_block, placement=placement, compile=compile_block)
     if leaderboard:
         common.pop("device")
         _leaderboard(methods, recipes, unlearned, retrained, common, out, dev)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import click
 
-from .common import (DATA_HELP, FORGET_HELP, MODEL_HELP, UserError, _friendly, check_model_spec, debugging,
-                     describe_preset, make_console, preset_option, refuse_overwrite, remove_stale_outputs,
-                     resolve_device, resolve_preset)
+from .common import (DATA_HELP, FORGET_HELP, MODEL_HELP, UserError, _friendly, check_model_spec, compile_option,
+                     debugging, describe_compile, describe_preset, make_console, preset_option, refuse_overwrite,
+                     remove_stale_outputs, resolve_device, resolve_preset, verbose_option)
 
 # The files every run writes into --out, and those only an --export writes.
 RUN_FILES = ("unlearned.pt", "report.json", "metrics.csv", "metrics.md")
@@ -42,11 +42,13 @@ EXPORT_FILES = ("model.pt2", "model.ts")
               help="Train the original and the reference without the source's light augmentation.")
 @click.option("--mia", "mia_mode", type=click.Choice(["simple", "all"]), default="simple", show_default=True,
               help="simple: the starting kit's loss attack; all: also the SVC family and entropy-LR.")
+@compile_option
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@verbose_option
 @_friendly
 def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, device, sets, preset, recipe_file,
-            batch_size, export_format, fused, reference, no_augment, mia_mode, force, quiet):
+            batch_size, export_format, fused, reference, no_augment, mia_mode, compile_choice, force, quiet, verbose):
     """Unlearn the forget set from the original model with METHOD; write unlearned.pt, report.json and the
     metrics table as metrics.csv and metrics.md.
 
@@ -57,6 +59,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
 
     from unlearnx import data as data_mod
     from unlearnx.api import seed_everything, splits_context
+    from unlearnx.compiled import check_compilable, compile_mode, compiled, decide
     from unlearnx.methods import get_method, make_recipe, parse_overrides, run_method
     from unlearnx.models import copy_model, describe_model, save_state_dict
     from unlearnx.ops import impl_label, native_calls
@@ -110,6 +113,9 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
             original, arch, original_source = original_model(splits, checkpoint=checkpoint, arch=arch,
                                                              device=dev, progress=progress, recipe=train_recipe)
         console.print(f"original model: {original_source}")
+        compile_on, compile_why = decide(compile_choice, dev, arch, 1, len(splits.retain), splits.input_shape)
+        if compile_on:
+            check_compilable(original)  # one line now, not after the reference has trained
         from_checkpoint = checkpoint is not None or splits.checkpoint is not None
         cache = {"original": "checkpoint" if from_checkpoint else
                  ("reused" if original_source.endswith("(cached)") else "ran")}
@@ -134,8 +140,13 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
         ctx = splits_context(model, splits, batch_size=batch_size, fused=fused, generator=generator,
                              progress=progress)
         native_before = native_calls()
-        with watch("unlearn"):
+        with watch("unlearn"), compiled(model, compile_on) as compile_stats:
             run_method(model, ctx, method, recipe)
+        if compile_on:  # the method's own time excludes compiling, which gets a phase of its own
+            watch.timings["unlearn"] -= compile_stats.seconds
+            watch.timings["compile"] = compile_stats.seconds
+        console.print(describe_compile(compile_on, compile_why, compile_stats.seconds, compile_stats.graphs, verbose),
+                      markup=False)
 
     # The model is saved before anything else can fail: a finished run is never lost.
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +167,9 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
                 impl=impl_label(fused, native_before), preset=preset, recipe=dataclasses.asdict(recipe), arch=arch,
                 model=describe_model(arch, original), original_checkpoint=original_source, original_fit=fit,
                 device=str(dev), mia_name="mia.loss_lr", seconds=watch.timings["unlearn"], cache=cache,
-                checkpoint=str(model_path), original=original_section, unlearned=measure(model, splits, dev, all_mias))
+                checkpoint=str(model_path), original=original_section, unlearned=measure(model, splits, dev, all_mias),
+                compile={"enabled": compile_on, "why": compile_why, "mode": compile_mode() if compile_on else None,
+                         **compile_stats.as_dict()})
             if trains_original or reference:
                 report["train_recipe"] = {"name": train_recipe_choice(splits, checkpoint)[0],
                                           **dataclasses.asdict(train_recipe)}

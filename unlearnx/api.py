@@ -69,19 +69,28 @@ def make_context(model: nn.Module, retain, forget, validation=None, *, num_class
 
 def unlearn(net: nn.Module, retain_loader, forget_loader, validation_loader=None, method: str = "scl",
             seed: int | None = None, fused: bool = True, progress: Progress | None = None,
-            recipe=None, **overrides) -> nn.Module:
+            recipe=None, compile: bool = False, **overrides) -> nn.Module:
     """Unlearn ``forget_loader`` from ``net`` in place with ``method`` and return ``net``.
 
     Works as the competition's ``unlearning(net, retain, forget, validation)``: loaders may yield
     ``(x, y)`` tuples or dicts with ``image`` and ``age_group``. ``seed`` makes the run reproducible
     (None: a fresh random run). ``fused=False`` runs the pure-PyTorch losses as the notebooks wrote them.
     Keyword ``overrides`` change recipe values (``lr=0.01``); unknown names raise with the valid ones.
+    ``compile=True`` runs the method's model calls through ``torch.compile`` (see :mod:`unlearnx.compiled`):
+    worth it for long runs, or many runs in one process, of an architecture it speeds up.
     """
     recipe = recipe or make_recipe(method, overrides)
     generator = seed_everything(seed)
     ctx = make_context(net, retain_loader, forget_loader, validation_loader, fused=fused, generator=generator,
                        progress=progress)
-    return run_method(net, ctx, method, recipe)
+    return _run(net, ctx, method, recipe, compile)
+
+
+def _run(model: nn.Module, ctx, method: str, recipe, compile: bool) -> nn.Module:
+    from .compiled import compiled
+
+    with compiled(model, compile):
+        return run_method(model, ctx, method, recipe)
 
 
 def splits_context(model: nn.Module, splits: Splits, *, batch_size: int = 64, fused: bool = True,
@@ -106,17 +115,19 @@ def splits_context(model: nn.Module, splits: Splits, *, batch_size: int = 64, fu
 
 def unlearn_splits(model: nn.Module, splits: Splits, method: str = "scl", *, seed: int | None = None,
                    fused: bool = True, recipe=None, progress: Progress | None = None, harness_batch_size: int = 64,
-                   channels_last: bool = False, amp_dtype: torch.dtype | None = None, **overrides) -> nn.Module:
+                   channels_last: bool = False, amp_dtype: torch.dtype | None = None, compile: bool = False,
+                   **overrides) -> nn.Module:
     """:func:`unlearn` on :class:`~unlearnx.data.Splits` without DataLoaders.
 
     ``harness_batch_size`` is the batch size of the three splits as a method receives them (the
     competition harness used 64); recipe values, including a recipe's own ``batch_size``, go in ``overrides``.
+    ``compile``: as in :func:`unlearn`.
     """
     recipe = recipe or make_recipe(method, overrides)
     generator = seed_everything(seed)
     ctx = splits_context(model, splits, batch_size=harness_batch_size, fused=fused, generator=generator,
                          progress=progress, channels_last=channels_last, amp_dtype=amp_dtype)
-    return run_method(model, ctx, method, recipe)
+    return _run(model, ctx, method, recipe, compile)
 
 
 __all__ = ["unlearn", "unlearn_splits", "make_context", "splits_context", "seed_everything"]

@@ -192,6 +192,14 @@ def _shortcut_modules(rec: _Recorder) -> set[str]:
     return found
 
 
+def _eager():
+    """Compiled modules run their Python forward inside (torch < 2.6 cannot, and is refused --compile)."""
+    import contextlib
+
+    stance = getattr(torch.compiler, "set_stance", None)
+    return stance("force_eager") if stance is not None else contextlib.nullcontext()
+
+
 def _trace(model: nn.Module, x: Tensor) -> ModelRoles:
     rec = _Recorder()
     executed: list[str] = []
@@ -214,7 +222,8 @@ def _trace(model: nn.Module, x: Tensor) -> ModelRoles:
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
-        with torch.no_grad(), torch.random.fork_rng(devices=[]), rec:
+        # Eagerly: hooks and the function mode must see every call (a compiled model would fuse them away).
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), _eager(), rec:
             logits = model(x)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -53,6 +53,9 @@ class RunSet:
     reused: np.ndarray = None  # type: ignore[assignment]
     timed_on: tuple = ()
     native: np.ndarray = None  # type: ignore[assignment]  # per run: a kernel of unlearnx._C ran
+    # Per run: seconds spent compiling the model (--compile), kept out of ``seconds``; and graphs compiled.
+    compile_seconds: np.ndarray = None  # type: ignore[assignment]
+    graphs_compiled: np.ndarray = None  # type: ignore[assignment]
     # Per run: where it ran ({"node", "worker"}) and how many runs ran at once ("concurrent").
     placement: list = dataclasses.field(default_factory=list)
 
@@ -61,6 +64,10 @@ class RunSet:
             self.reused = np.zeros(self.n, dtype=bool)
         if self.native is None:
             self.native = np.zeros(self.n, dtype=bool)
+        if self.compile_seconds is None:
+            self.compile_seconds = np.zeros(self.n)
+        if self.graphs_compiled is None:
+            self.graphs_compiled = np.zeros(self.n, dtype=int)
 
     @property
     def n(self) -> int:
@@ -82,7 +89,7 @@ class RunSet:
         """Stack per-run dicts (or loaded ``.npz`` files) as :func:`run_summary` + ``seconds`` produce them.
         Runs stored before placement was recorded ran in one process, one at a time."""
         results = list(results)
-        extra = ("confs", "reused", "timed_on", "native", "placement")
+        extra = ("confs", "reused", "timed_on", "native", "placement", "compile_seconds", "graphs_compiled")
         numeric = [f.name for f in dataclasses.fields(cls) if f.name not in extra]
         placement = [{"node": str(r["node"]) if "node" in r else "local",
                       "worker": str(r["worker"]) if "worker" in r else "driver",
@@ -92,6 +99,10 @@ class RunSet:
                    reused=np.asarray(reused if reused is not None else [False] * len(results), dtype=bool),
                    timed_on=tuple(str(r["timed_on"]) if "timed_on" in r else "" for r in results),
                    native=np.array([bool(r["native"]) if "native" in r else False for r in results]),
+                   compile_seconds=np.array([float(r["compile_seconds"]) if "compile_seconds" in r else 0.0
+                                             for r in results]),
+                   graphs_compiled=np.array([int(r["graphs_compiled"]) if "graphs_compiled" in r else 0
+                                             for r in results], dtype=int),
                    placement=placement)
 
 
@@ -191,6 +202,7 @@ class RunTask:
     channels_last: bool = False
     amp_dtype: object = None
     device: str = "cpu"
+    compile: bool = False
 
     def describe(self) -> str:
         return f"{self.method or 'retrained reference'} run {self.index}"
@@ -201,6 +213,7 @@ def perform_run(task: RunTask, splits: Splits, original: nn.Module | None, progr
     """Do one run and reduce it to what the metric needs (:func:`run_summary` plus ``seconds``).
     ``make_context(model, generator)``: see :func:`unlearned_runs`."""
     from .api import seed_everything, splits_context
+    from .compiled import compiled
     from .fingerprint import timing_host
     from .methods import run_method
     from .ops import native_calls
@@ -224,12 +237,13 @@ def perform_run(task: RunTask, splits: Splits, original: nn.Module | None, progr
         torch.cuda.synchronize()
     start = time.perf_counter()
     calls_before = native_calls()
-    run_method(model, ctx, task.method, task.recipe)
+    with compiled(model, task.compile) as compile_stats:  # evaluation below runs the eager model
+        run_method(model, ctx, task.method, task.recipe)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - compile_stats.seconds  # a run's seconds exclude compiling
     return {**run_summary(model, splits, device), "seconds": seconds, "timed_on": timing_host(device),
-            "native": native_calls() > calls_before}
+            "native": native_calls() > calls_before, **compile_stats.as_dict()}
 
 
 def _complete(store: RunStore, tasks: list[RunTask], splits: Splits, original, executor, progress, label: str):
@@ -266,8 +280,10 @@ def retrained_references(splits: Splits, arch: str, recipe: TrainRecipe, n: int,
 def unlearned_runs(original: nn.Module, splits: Splits, method: str, recipe, n: int, *, fused: bool = True,
                    device="cpu", base_seed: int = 0, cache_dir: Path | None = None,
                    progress: Progress | None = None, batch_size: int = 64, channels_last: bool = False,
-                   amp_dtype=None, use_cache: bool = True, make_context=None, executor=None) -> RunSet:
-    """``n`` runs of ``method`` from the same ``original`` with seeds ``base_seed + i``.
+                   amp_dtype=None, use_cache: bool = True, make_context=None, executor=None,
+                   compile: bool = False) -> RunSet:
+    """``n`` runs of ``method`` from the same ``original`` with seeds ``base_seed + i``; ``compile`` runs the
+    method's model calls compiled (see :mod:`unlearnx.compiled`; each run's ``seconds`` exclude compiling).
 
     ``make_context(model, generator)`` replaces the default tensor-resident context (bench uses it to run
     the notebook-style DataLoader baseline); such runs are never cached and always run here, serially.
@@ -277,10 +293,11 @@ def unlearned_runs(original: nn.Module, splits: Splits, method: str, recipe, n: 
     progress = progress or NullProgress()
     meta = {"kind": "unlearned runs", "split": splits.split_hash(), "original": _state_hash(original),
             "method": method, "recipe": dataclasses.asdict(recipe), "fused": fused, "base_seed": base_seed,
-            "batch_size": batch_size, "channels_last": channels_last, "amp": str(amp_dtype),
+            "batch_size": batch_size, "channels_last": channels_last, "amp": str(amp_dtype), "compile": compile,
             **cache_identity(device)}
     tasks = [RunTask("unlearned", i, base_seed + i, recipe, method=method, fused=fused, batch_size=batch_size,
-                     channels_last=channels_last, amp_dtype=amp_dtype, device=str(device)) for i in range(n)]
+                     channels_last=channels_last, amp_dtype=amp_dtype, device=str(device), compile=compile)
+             for i in range(n)]
     if make_context is None:
         folder = Path(cache_dir or cache_root()) / "runs" / f"{method}-{_key(meta)}"
         if use_cache:

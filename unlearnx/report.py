@@ -69,9 +69,29 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["unlearnx", *sys.argv[1:]])
 
 
+def created_now() -> str:
+    """UTC now, ISO 8601 to the second (reports' ``created``)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def source_commit() -> str:
+    """The git commit of the unlearnx source tree this runs from (a clone or an editable install; a
+    trailing ``+dirty`` when it has uncommitted changes), else ``"unknown"`` (e.g. installed from a wheel)."""
+    import subprocess
+
+    folder = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "") if head else "unknown"
+
+
 def new_report(**fields) -> dict:
-    report = {"schema": SCHEMA, "command": command_line(),
-              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    report = {"schema": SCHEMA, "command": command_line(), "created": created_now(),
               "versions": versions(), "machine": machine()}
     report.update(fields)
     return report

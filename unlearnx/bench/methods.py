@@ -7,8 +7,10 @@ Implementations compared (``impl``):
 - ``resident``: the same losses, but the data lives in one tensor (on the GPU when there is one) and
   batches are index lookups — no DataLoader.
 - ``fused``: resident data + the fused C++/CUDA ops, and on CUDA also channels_last and bf16 autocast.
+- ``fused+compile``: ``fused`` with the method's model calls compiled (:mod:`unlearnx.compiled`); its
+  ``seconds`` exclude the one-time compile, reported as ``compile_seconds``.
 Only ``pytorch`` and ``fused`` run by default; ``ingredients=True`` adds ``resident`` (and on CUDA the
-steps in between) so each ingredient's share of the speed-up is visible.
+steps in between) and ``fused+compile`` so each ingredient's share of the speed-up is visible.
 """
 from __future__ import annotations
 
@@ -22,23 +24,29 @@ from ..methods import get_method, make_recipe
 from ..protocol import MIN_SCORE_RUNS, RunSet, comparable_timings, retrained_references, score, unlearned_runs
 from ..training import NullProgress
 
-# (name, fused ops, tensor-resident data, channels_last, bf16) — the ladder from notebook to unlearnx.
+# (name, fused ops, tensor-resident data, channels_last, bf16, compiled model) — the ladder from notebook to
+# unlearnx.
 IMPLS = {
-    "pytorch": (False, False, False, False),
-    "resident": (False, True, False, False),
-    "resident+fused": (True, True, False, False),
-    "resident+fused+channels_last": (True, True, True, False),
-    "fused": (True, True, True, True),
+    "pytorch": (False, False, False, False, False),
+    "resident": (False, True, False, False, False),
+    "resident+fused": (True, True, False, False, False),
+    "resident+fused+channels_last": (True, True, True, False, False),
+    "fused": (True, True, True, True, False),
+    "fused+compile": (True, True, True, True, True),
 }
 
 
-def impl_ladder(device: torch.device, ingredients: bool) -> list[str]:
+def impl_ladder(device: torch.device, ingredients: bool, compile: bool | None = None) -> list[str]:
+    """The impls to time: ``pytorch`` and ``fused``; with ``ingredients`` the steps between them; and
+    ``fused+compile`` with ``compile`` (default: with ``ingredients``)."""
+    compile = ingredients if compile is None else compile
     if not ingredients:
-        return ["pytorch", "fused"]
-    if device.type == "cuda":
-        return list(IMPLS)
-    # channels_last and bf16 autocast only apply on the GPU: on CPU "fused" = resident + fused ops.
-    return ["pytorch", "resident", "fused"]
+        ladder = ["pytorch", "fused"]
+    elif device.type == "cuda":
+        ladder = [name for name in IMPLS if name != "fused+compile"]
+    else:  # channels_last and bf16 autocast only apply on the GPU: on CPU "fused" = resident + fused ops.
+        ladder = ["pytorch", "resident", "fused"]
+    return ladder + (["fused+compile"] if compile else [])
 
 
 def notebook_loaders(splits: Splits, batch_size: int):
@@ -58,11 +66,13 @@ def notebook_loaders(splits: Splits, batch_size: int):
 
 def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods: list[str], *, runs: int = 1,
                   device=torch.device("cpu"), ingredients: bool = False, train_recipe=None, progress=None,
-                  batch_size: int = 64, base_seed: int = 0, preset: str = "published", executor=None) -> list[dict]:
+                  batch_size: int = 64, base_seed: int = 0, preset: str = "published", executor=None,
+                  compile: bool | None = None) -> list[dict]:
     """One row per (method, impl): mean seconds per run, accuracies, MIA; with ``runs >= 3`` also the
     competition score against ``runs`` cached retrained references and RTE (from 3 runs; see below).
     Recipes start from ``preset`` (see :func:`unlearnx.methods.make_recipe`). ``executor`` (see
-    :mod:`unlearnx.executor`) trains the references; the timed method runs always run here, one at a time."""
+    :mod:`unlearnx.executor`) trains the references; the timed method runs always run here, one at a time.
+    ``compile`` adds the ``fused+compile`` row (default: with ``ingredients``; see :func:`impl_ladder`)."""
     progress = progress or NullProgress()
     for name in methods:
         get_method(name)  # unknown names fail before any work
@@ -74,8 +84,8 @@ def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods:
     rows = []
     for name in methods:
         recipe = make_recipe(name, preset=preset)
-        for impl in impl_ladder(device, ingredients):
-            fused, resident, channels_last, bf16 = IMPLS[impl]
+        for impl in impl_ladder(device, ingredients, compile):
+            fused, resident, channels_last, bf16, compiled = IMPLS[impl]
             amp = torch.bfloat16 if bf16 and device.type == "cuda" else None
             channels_last = channels_last and device.type == "cuda"
 
@@ -92,19 +102,24 @@ def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods:
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             result = unlearned_runs(model, splits, name, recipe, runs, fused=fused, device=device,
-                                    base_seed=base_seed, progress=progress, make_context=make_ctx)
-            ingredients = [label for label, on in (("fused ops", bool(result.native.all())),
-                                                   ("tensor-resident data", resident),
-                                                   ("channels_last", channels_last), ("bf16", amp is not None)) if on]
+                                    base_seed=base_seed, progress=progress, make_context=make_ctx, compile=compiled)
+            used = [label for label, on in (("fused ops", bool(result.native.all())),
+                                            ("tensor-resident data", resident), ("channels_last", channels_last),
+                                            ("bf16", amp is not None), ("compiled model", compiled)) if on]
             if fused and not result.native.all():
                 impl = f"{impl} (no native op ran)"  # _C missing, or the method uses no fused op
-            row = {"method": name, "impl": impl, "ingredients": ingredients, "runs": runs,
+            row = {"method": name, "impl": impl, "ingredients": used, "runs": runs,
                    "seconds": float(result.seconds.mean()),
                    "seconds_std": float(result.seconds.std(ddof=1)) if runs > 1 else 0.0,
                    "forget_accuracy": float(result.forget_accuracy.mean()),
                    "retain_accuracy": float(result.retain_accuracy.mean()),
                    "test_accuracy": float(result.test_accuracy.mean()), "mia": float(result.mia.mean()),
                    "cache": {"unlearned": result.cache_counts()}}
+            if compiled:  # the one-time compile, kept out of "seconds"
+                from ..compiled import compile_mode
+
+                row.update(compile_mode=compile_mode(), compile_seconds=float(result.compile_seconds.sum()),
+                           graphs_compiled=int(result.graphs_compiled.sum()))
             if references is not None:
                 row.update(score=score(result, references)["score"])
                 row["cache"]["references"] = references.cache_counts()

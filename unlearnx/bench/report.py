@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 OP_COLUMNS = ["op", "shape", "device", "dtype", "fused_ms", "reference_ms", "speedup", "gbps"]
-METHOD_COLUMNS = ["method", "impl", "runs", "seconds", "speedup", "forget_accuracy", "retain_accuracy",
-                  "test_accuracy", "mia", "score", "rte"]
+METHOD_COLUMNS = ["method", "impl", "runs", "seconds", "speedup", "compile_seconds", "forget_accuracy",
+                  "retain_accuracy", "test_accuracy", "mia", "score", "rte"]
 
 
 def _frame(rows, columns):
@@ -49,10 +49,15 @@ def markdown(result: dict) -> str:
     m = result.get("machine", {})
     parts = [f"Machine: {m.get('gpu') or m.get('cpu', '?')} ({m.get('cores', '?')} cores), device {m.get('device')}, "
              f"torch {m.get('torch_version', '?')}\n"]
+    if result.get("command"):
+        parts.append(f"`{result['command']}` at commit {result.get('source_commit', 'unknown')}, "
+                     f"{result.get('created', '')}\n")
     if result.get("ops"):
         parts.append("### Fused ops (forward + backward, median)\n\n" + markdown_table(_frame(result["ops"], OP_COLUMNS)))
     if result.get("methods"):
-        parts.append("### Methods (seconds per unlearning run)\n\n"
+        note = ("" if not any("compile_seconds" in r for r in result["methods"]) else
+                "`fused+compile`: `seconds` exclude the one-time compile, which `compile_seconds` gives (all runs).\n\n")
+        parts.append("### Methods (seconds per unlearning run)\n\n" + note
                      + markdown_table(_frame(result["methods"], METHOD_COLUMNS)))
     return "\n".join(parts)
 
@@ -69,7 +74,7 @@ def plot(result: dict, path: Path) -> bool:
 
     y_key = "score" if all("score" in r for r in rows) and any(r["score"] > 0 for r in rows) else "forget_accuracy"
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for impl, marker in (("pytorch", "o"), ("resident", "s"), ("fused", "^")):
+    for impl, marker in (("pytorch", "o"), ("resident", "s"), ("fused", "^"), ("fused+compile", "D")):
         pts = [r for r in rows if r["impl"] == impl]
         if not pts:
             continue
