@@ -27,15 +27,15 @@ from torch import nn
 CHOICES = ("auto", "on", "off")
 
 # (device type, architecture) pairs where compiled methods were measured faster than eager ones
-# (bench/results/compile-*.json; ``unlearnx bench --ingredients`` measures any other). Elsewhere "auto" stays
-# eager: torchvision's ResNet-18 at 32 px on 2 CPU cores gained nothing (0.95x), and no GPU was measured.
+# (bench/results/compile-*.md; ``unlearnx bench --ingredients`` measures any other). Elsewhere "auto" stays
+# eager: a ResNet-18 training step at 32 px on 2 CPU cores ran at 0.87x compiled, and no GPU was measured.
 MEASURED_FASTER = frozenset({("cpu", "small")})
 
-# "auto" compiles when the work of the protocol (runs x retain examples x pixels per image) reaches this.
-# Measured on 2 CPU cores with the small ResNet: compiling costs 20-30 s once per process (train, no-grad and
-# dynamic-batch graphs), and a compiled run saves about 1-2 microseconds per retain example-pixel (scl: 1.9 s
-# of 7.6 s on 900 CIFAR-10 images at 32 px; 0.4 s of 2.3 s on 1,617 digits at 16 px). So 8 runs on a CIFAR-10
-# subset of 900 images (7M) stay eager, one run on CIFAR-10's 45,000 (46M) compiles.
+# "auto" compiles when the work one process does (runs x retain examples x pixels per image) reaches this.
+# Measured on 2 CPU cores with the small ResNet and an empty Inductor cache: compiling costs 30-40 s once
+# per process (train, no-grad and dynamic-batch graphs); scl then saves 3.4 s of 8.3 s per run on 900 CIFAR-10
+# images at 32 px (won back after ~9 runs, 8.6M) and 0.74 s of 2.4 s on 1,132 digits at 16 px (after ~50,
+# 15M). One run on CIFAR-10's 45,000 retain images (46M) compiles; 8 runs on digits (2.3M) do not.
 MIN_WORK_TO_PAY = 12_000_000
 
 # Graphs a run may compile for one model call before dynamo falls back to eager: train/eval modes, with and
