@@ -28,7 +28,8 @@ CHOICES = ("auto", "on", "off")
 
 # (device type, architecture) pairs where compiled methods were measured faster than eager ones
 # (bench/results/compile-*.md; ``unlearnx bench --ingredients`` measures any other). Elsewhere "auto" stays
-# eager: a ResNet-18 training step at 32 px on 2 CPU cores ran at 0.87x compiled, and no GPU was measured.
+# eager: a ResNet-18 training step at 32 px on 2 CPU cores is slower compiled (0.73x and 0.87x in two runs),
+# and no GPU was measured.
 MEASURED_FASTER = frozenset({("cpu", "small")})
 
 # "auto" compiles when the work one process does (runs x retain examples x pixels per image) reaches this.

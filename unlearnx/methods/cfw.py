@@ -126,6 +126,7 @@ def _cfw(model: nn.Module, ctx: UnlearnContext, r: CFWRecipe) -> None:
 
 
 register("cfw", origin="3rd place, Seif Eddine Achour (NeurIPS 2023)",
-         summary="noise sigma 0.6 on conv1 ('vision confusion'), class-weighted CE fine-tune 4 epochs "
+         summary="noise sigma 0.6 on the input stem (a ResNet's conv1: 'vision confusion'), class-weighted CE "
+                 "fine-tune 4 epochs "
                  "with a sigma 0.005 jitter before the last",
          recipe=CFWRecipe)(_cfw)

@@ -124,6 +124,7 @@ def _kde(model: nn.Module, ctx: UnlearnContext, r: KDERecipe) -> None:
 
 
 register("kde", origin="6th place, Algorithmic Amnesiacs (NeurIPS 2023)",
-         summary="reset conv1 and fc, KL distillation warm-up (T=5) on the validation set, "
+         summary="reset the input stem and the head (a ResNet's conv1 and fc), KL distillation warm-up (T=5) "
+                 "on the validation set, "
                  "CE + soft-CE + KL fine-tune 3 epochs",
          recipe=KDERecipe)(_kde)

@@ -170,5 +170,6 @@ def _rni(model: nn.Module, ctx, r: RNIRecipe) -> None:
 
 
 register("rni", origin="7th place, Jiaxi Sun (NeurIPS 2023)",
-         summary="reset fc, additive noise (0.04) on random tensors while fine-tuning them, then fine-tune all",
+         summary="reset the head (a ResNet's fc), additive noise (0.04) on random tensors while fine-tuning them, "
+                 "then fine-tune all",
          recipe=RNIRecipe)(_rni)
