@@ -109,7 +109,8 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
         for row in result["methods"]:
             if "graphs_compiled" in row:
                 click.echo(f"{row['method']} ({row['impl']}): {row['graphs_compiled']} graph(s) compiled in "
-                           f"{row['compile_seconds']:.1f} s over {row['runs']} run(s)")
+                           f"{row['compile_seconds']:.1f} s over {row['runs']} run(s), "
+                           f"{row['graph_breaks']} graph break(s)")
     if out is not None:
         for path in write_outputs(result, out):
             click.echo(f"wrote {path}")

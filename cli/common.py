@@ -94,14 +94,14 @@ verbose_option = click.option("--verbose", "-v", is_flag=True,
                               help="Also print the compiled graphs (first compiles and recompiles) and compile seconds.")
 
 
-def describe_compile(enabled: bool, why: str, seconds: float | None = None, graphs: int | None = None,
-                     verbose: bool = False) -> str:
-    """One line: whether the model calls were compiled, why, and (once measured) what compiling cost."""
+def describe_compile(enabled: bool, why: str, stats: dict | None = None, verbose: bool = False) -> str:
+    """One line: whether the model calls were compiled, why, and what compiling cost (``stats``: the
+    ``compile_seconds``, ``graphs_compiled`` and ``graph_breaks`` of the runs)."""
     line = f"compiled model calls: {'on' if enabled else 'off'} ({why})"
-    if enabled and seconds is not None:
-        line += f"; {seconds:.1f} s compiling, kept out of the run's seconds"
-        if verbose and graphs is not None:
-            line += f"; {graphs} graph(s) compiled"
+    if enabled and stats is not None:
+        line += f"; {stats['compile_seconds']:.1f} s compiling, kept out of the run's seconds"
+        if verbose:
+            line += f"; {stats['graphs_compiled']} graph(s) compiled, {stats['graph_breaks']} graph break(s)"
     return line
 
 

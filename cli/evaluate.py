@@ -20,13 +20,13 @@ def _reuse_line(references: dict, unlearned: dict) -> str:
 def compile_summary(enabled: bool, why: str, runsets: dict) -> dict:
     """The report's ``compile`` block: whether and why, and compiling's seconds and graphs over every run done
     now (per method too; reused runs keep what they recorded), which each run's ``seconds`` exclude."""
-    per_method = {m: {"compile_seconds": float(r.compile_seconds.sum()), "graphs_compiled": int(r.graphs_compiled.sum())}
-                  for m, r in runsets.items()}
+    from unlearnx.protocol import COMPILE_FIELDS
+
+    per_method = {m: {name: getattr(r, name).sum().item() for name in COMPILE_FIELDS} for m, r in runsets.items()}
     from unlearnx.compiled import compile_mode
 
     return {"enabled": enabled, "why": why, "mode": compile_mode() if enabled else None,
-            "compile_seconds": sum(v["compile_seconds"] for v in per_method.values()),
-            "graphs_compiled": sum(v["graphs_compiled"] for v in per_method.values()), "methods": per_method}
+            **{name: sum(v[name] for v in per_method.values()) for name in COMPILE_FIELDS}, "methods": per_method}
 
 
 def _rte(unlearned, retrained, device) -> tuple[float | None, str | None]:
@@ -136,8 +136,7 @@ def evaluate(method, methods_arg, data, forget_spec, split_seed, checkpoint, arc
                                               compile=compile_on)
             execution_block = executor.describe()
     compile_block = compile_summary(compile_on, compile_why, unlearned)
-    console.print(describe_compile(compile_on, compile_why, compile_block["compile_seconds"],
-                                   compile_block["graphs_compiled"], verbose), markup=False)
+    console.print(describe_compile(compile_on, compile_why, compile_block, verbose), markup=False)
     placement = {"retrained": retrained.placement, **{m: r.placement for m, r in unlearned.items()}}
     # "fused" only when a kernel of unlearnx._C ran in every run.
     native = all(r.native.all() for r in unlearned.values())

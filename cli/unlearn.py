@@ -145,8 +145,7 @@ def unlearn(method, data, forget_spec, split_seed, checkpoint, arch, out, seed, 
         if compile_on:  # the method's own time excludes compiling, which gets a phase of its own
             watch.timings["unlearn"] -= compile_stats.seconds
             watch.timings["compile"] = compile_stats.seconds
-        console.print(describe_compile(compile_on, compile_why, compile_stats.seconds, compile_stats.graphs, verbose),
-                      markup=False)
+        console.print(describe_compile(compile_on, compile_why, compile_stats.as_dict(), verbose), markup=False)
 
     # The model is saved before anything else can fail: a finished run is never lost.
     out.mkdir(parents=True, exist_ok=True)

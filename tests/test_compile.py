@@ -128,6 +128,7 @@ def test_later_runs_reuse_the_compiled_graphs_and_compile_time_is_kept_apart(dig
     # A new model instance of the same architecture reuses what the first run compiled.
     assert runs.graphs_compiled[1] == 0 and runs.compile_seconds[1] < 1.0
     assert 0 < runs.graphs_compiled[0] <= RECOMPILE_LIMIT and runs.compile_seconds[0] > 0
+    assert runs.graph_breaks.sum() == 0  # the whole forward is one graph
     assert np.all(runs.seconds > 0)
     # The compiled runs are cached apart from eager ones, and read back with their compile fields.
     again = unlearned_runs(model, digits, "scl", recipe, 2, cache_dir=tmp_path, compile=True)
@@ -135,11 +136,34 @@ def test_later_runs_reuse_the_compiled_graphs_and_compile_time_is_kept_apart(dig
     assert len(list((tmp_path / "runs").iterdir())) == 1
 
 
+class _BreaksTheGraph(torch.nn.Module):
+    """A forward with a data-dependent Python branch: dynamo must leave the graph there."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        if x.sum().item() > 0:
+            return self.fc(x)
+        return -self.fc(x)
+
+
+def test_graph_breaks_are_counted(no_compiled_graphs):
+    model, x = _BreaksTheGraph(), torch.ones(2, 4)
+    expected = model(x)
+    with compiled(model) as stats:
+        got = model(x)
+    torch.testing.assert_close(got, expected)
+    assert stats.graph_breaks >= 1 and stats.graphs >= 1
+
+
 def test_run_sets_stored_before_compilation_read_as_not_compiled():
     stored = {"confs": np.zeros(3), "retain_accuracy": 1.0, "test_accuracy": 1.0, "forget_accuracy": 1.0,
               "seconds": 2.0, "mia": 0.5}
     runs = RunSet.from_results([stored, stored])
     assert runs.compile_seconds.tolist() == [0.0, 0.0] and runs.graphs_compiled.tolist() == [0, 0]
+    assert runs.graph_breaks.tolist() == [0, 0]
 
 
 def test_api_compile_flag(digits, original):
@@ -186,7 +210,7 @@ def test_cli_unlearn_reports_compile_apart_from_the_run(tmp_path, monkeypatch):
     out = tmp_path / "run"
     result = _cli("unlearn", "-m", "finetune", "--seed", 0, "--compile", "-v", "--no-reference", "--out", out, "-q")
     assert result.exit_code == 0, result.output
-    assert "compiled model calls: on" in result.output and "graph(s) compiled" in result.output
+    assert "compiled model calls: on" in result.output and "graph(s) compiled, 0 graph break(s)" in result.output
     report = json.loads((out / "report.json").read_text())
     assert report["compile"]["enabled"] is True and report["compile"]["why"]
     assert report["timings"]["compile"] == report["compile"]["compile_seconds"]

@@ -28,7 +28,7 @@ CHOICES = ("auto", "on", "off")
 
 # (device type, architecture) pairs where compiled methods were measured faster than eager ones
 # (bench/results/compile-*.md; ``unlearnx bench --ingredients`` measures any other). Elsewhere "auto" stays
-# eager: a ResNet-18 training step at 32 px on 2 CPU cores is slower compiled (0.73x and 0.87x in two runs),
+# eager: a ResNet-18 training step at 32 px on 2 CPU cores is slower compiled (0.73x, compile-step-cpu.md),
 # and no GPU was measured.
 MEASURED_FASTER = frozenset({("cpu", "small")})
 
@@ -84,14 +84,16 @@ def check_compilable(model: nn.Module) -> None:
 
 @dataclass
 class CompileStats:
-    """What compiling cost during a run: ``seconds`` spent compiling (dynamo frames and backward graphs)
-    and ``graphs`` compiled (first compiles and recompiles; 0 when every graph was reused)."""
+    """What compiling cost during a run: ``seconds`` spent compiling (dynamo frames and backward graphs),
+    ``graphs`` compiled (first compiles and recompiles; 0 when every graph was reused) and ``graph_breaks``
+    (places dynamo had to leave the graph and run Python: each one costs speed, none costs correctness)."""
 
     seconds: float = 0.0
     graphs: int = 0
+    graph_breaks: int = 0
 
     def as_dict(self) -> dict:
-        return {"compile_seconds": self.seconds, "graphs_compiled": self.graphs}
+        return {"compile_seconds": self.seconds, "graphs_compiled": self.graphs, "graph_breaks": self.graph_breaks}
 
 
 def _compile_seconds() -> float:
@@ -100,10 +102,11 @@ def _compile_seconds() -> float:
     return float(calculate_time_spent().get("total_wall_time", 0.0))
 
 
-def _graphs() -> int:
+def _graphs() -> tuple[int, int]:
+    """(graphs compiled, graph breaks) so far in this process."""
     from torch._dynamo.utils import counters
 
-    return int(counters["stats"]["unique_graphs"])
+    return int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values()))
 
 
 @contextlib.contextmanager
@@ -131,7 +134,8 @@ def compiled(model: nn.Module, enabled: bool = True, *, mode: str | None = None)
     finally:
         uncompile(model)
         stats.seconds = _compile_seconds() - seconds
-        stats.graphs = _graphs() - graphs
+        now = _graphs()
+        stats.graphs, stats.graph_breaks = now[0] - graphs[0], now[1] - graphs[1]
 
 
 def uncompile(model: nn.Module) -> nn.Module:

@@ -35,6 +35,9 @@ from .training import NullProgress, Progress, TrainRecipe
 # the method: a score needs at least 3 runs a side (the competition used 512).
 MIN_SCORE_RUNS = 3
 
+# What a compiled run records about compiling (see unlearnx.compiled.CompileStats.as_dict).
+COMPILE_FIELDS = ("compile_seconds", "graphs_compiled", "graph_breaks")
+
 
 @dataclass
 class RunSet:
@@ -53,9 +56,11 @@ class RunSet:
     reused: np.ndarray = None  # type: ignore[assignment]
     timed_on: tuple = ()
     native: np.ndarray = None  # type: ignore[assignment]  # per run: a kernel of unlearnx._C ran
-    # Per run: seconds spent compiling the model (--compile), kept out of ``seconds``; and graphs compiled.
+    # Per run (--compile): seconds spent compiling the model, kept out of ``seconds``; graphs compiled; graph
+    # breaks. Zero for runs that were not compiled (and for runs stored before these were recorded).
     compile_seconds: np.ndarray = None  # type: ignore[assignment]
     graphs_compiled: np.ndarray = None  # type: ignore[assignment]
+    graph_breaks: np.ndarray = None  # type: ignore[assignment]
     # Per run: where it ran ({"node", "worker"}) and how many runs ran at once ("concurrent").
     placement: list = dataclasses.field(default_factory=list)
 
@@ -64,10 +69,9 @@ class RunSet:
             self.reused = np.zeros(self.n, dtype=bool)
         if self.native is None:
             self.native = np.zeros(self.n, dtype=bool)
-        if self.compile_seconds is None:
-            self.compile_seconds = np.zeros(self.n)
-        if self.graphs_compiled is None:
-            self.graphs_compiled = np.zeros(self.n, dtype=int)
+        for name in COMPILE_FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(self.n, dtype=float if name == "compile_seconds" else int))
 
     @property
     def n(self) -> int:
@@ -89,7 +93,7 @@ class RunSet:
         """Stack per-run dicts (or loaded ``.npz`` files) as :func:`run_summary` + ``seconds`` produce them.
         Runs stored before placement was recorded ran in one process, one at a time."""
         results = list(results)
-        extra = ("confs", "reused", "timed_on", "native", "placement", "compile_seconds", "graphs_compiled")
+        extra = ("confs", "reused", "timed_on", "native", "placement", *COMPILE_FIELDS)
         numeric = [f.name for f in dataclasses.fields(cls) if f.name not in extra]
         placement = [{"node": str(r["node"]) if "node" in r else "local",
                       "worker": str(r["worker"]) if "worker" in r else "driver",
@@ -99,10 +103,8 @@ class RunSet:
                    reused=np.asarray(reused if reused is not None else [False] * len(results), dtype=bool),
                    timed_on=tuple(str(r["timed_on"]) if "timed_on" in r else "" for r in results),
                    native=np.array([bool(r["native"]) if "native" in r else False for r in results]),
-                   compile_seconds=np.array([float(r["compile_seconds"]) if "compile_seconds" in r else 0.0
-                                             for r in results]),
-                   graphs_compiled=np.array([int(r["graphs_compiled"]) if "graphs_compiled" in r else 0
-                                             for r in results], dtype=int),
+                   **{name: np.array([r[name] if name in r else 0 for r in results],
+                                     dtype=float if name == "compile_seconds" else int) for name in COMPILE_FIELDS},
                    placement=placement)
 
 

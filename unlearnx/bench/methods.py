@@ -119,7 +119,8 @@ def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods:
                 from ..compiled import compile_mode
 
                 row.update(compile_mode=compile_mode(), compile_seconds=float(result.compile_seconds.sum()),
-                           graphs_compiled=int(result.graphs_compiled.sum()))
+                           graphs_compiled=int(result.graphs_compiled.sum()),
+                           graph_breaks=int(result.graph_breaks.sum()))
             if references is not None:
                 row.update(score=score(result, references)["score"])
                 row["cache"]["references"] = references.cache_counts()
