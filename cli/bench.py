@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from .common import (FORGET_HELP, UserError, _friendly, execution_options, make_console, preset_option,
-                     refuse_overwrite, resolve_device, resolve_preset, verbose_option)
+from .common import (FORGET_HELP, MODEL_HELP, UserError, _friendly, check_model_spec, execution_options,
+                     make_console, preset_option, refuse_overwrite, resolve_device, resolve_preset, verbose_option)
 
 
 @click.command()
@@ -16,6 +16,7 @@ from .common import (FORGET_HELP, UserError, _friendly, execution_options, make_
 @click.option("--data", default=None, help="Data source for the methods table (default: the embedded digits).")
 @click.option("--forget", "forget_spec", default=None, help=FORGET_HELP)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Original model state_dict.")
+@click.option("--model", "arch", default=None, help=MODEL_HELP)
 @click.option("--runs", "-n", default=1, show_default=True,
               help="Runs per method and impl; with 3 or more, also the competition score against as many "
                    "cached retrained references (F is 0 by construction below 3; the competition used 512).")
@@ -35,8 +36,8 @@ from .common import (FORGET_HELP, UserError, _friendly, execution_options, make_
 @click.option("--quiet", "-q", is_flag=True)
 @verbose_option
 @_friendly
-def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, preset, ingredients, compile_choice, quick,
-          execution, out, force, quiet, verbose):
+def bench(do_ops, methods_arg, data, forget_spec, checkpoint, arch, runs, device, preset, ingredients, compile_choice,
+          quick, execution, out, force, quiet, verbose):
     """Measure fused vs pure-PyTorch: op speed, and per method runtime and score.
 
     --backend applies to the retrained references the score needs; the timed method runs always run
@@ -64,6 +65,9 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
         runs = max(runs, 4)
     if runs < 1:
         raise UserError(f"--runs must be at least 1, got {runs}")
+    from unlearnx.protocol import MIN_SCORE_RUNS
+
+    check_model_spec(arch, from_scratch=runs >= MIN_SCORE_RUNS)  # the score's references train from scratch
     console = make_console(stderr=True)
     if methods:  # load (and so check) the data before the op timings, so a bad --data fails at once
         from unlearnx import data as data_mod
@@ -84,11 +88,12 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
     if methods:
         from unlearnx.bench.methods import add_speedups, bench_methods, cache_summary
         from unlearnx.executor import make_executor
+        from unlearnx.models import describe_model
         from unlearnx.pipeline import default_train_recipe, original_model
 
         train_recipe = default_train_recipe(splits, checkpoint=checkpoint)
         with RichProgress(console, enabled=not quiet) as progress, make_executor(execution) as executor:
-            original, arch, where = original_model(splits, checkpoint=checkpoint, device=dev,
+            original, arch, where = original_model(splits, checkpoint=checkpoint, arch=arch, device=dev,
                                                    progress=progress, recipe=train_recipe)
             console.print(f"original model: {where}")
             if compile_choice or (compile_choice is None and ingredients):
@@ -103,6 +108,7 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, runs, device, pres
         result["cache"] = cache_summary(rows)
         result["preset"] = preset
         result["data"] = splits.summary()
+        result["model"] = describe_model(arch, original)
 
     render(result, make_console())
     if verbose:

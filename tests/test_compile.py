@@ -268,3 +268,16 @@ def test_cli_evaluate_records_compile_per_method_and_keeps_it_out_of_run_seconds
     assert report["metrics"]["unlearned"]["seconds"]["mean"] > 0
     result = _cli("evaluate", "-m", "finetune", "--runs", 3, "--out", tmp_path / "eager.json", "-q")
     assert json.loads((tmp_path / "eager.json").read_text())["compile"]["enabled"] is False
+
+
+def test_cli_bench_takes_a_user_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARNX_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "bench.json"
+    result = _cli("bench", "--methods", "finetune", "--model", "user_models:plain_cnn", "--runs", 1, "--compile",
+                  "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["model"]["spec"] == "user_models:plain_cnn"
+    assert [r["impl"].split(" (")[0] for r in report["methods"]] == ["pytorch", "fused", "fused+compile"]
+    result = _cli("bench", "--methods", "finetune", "--model", "no_such_module:f", "--out", tmp_path / "x.json")
+    assert result.exit_code != 0 and "no_such_module" in result.output and "Traceback" not in result.output
