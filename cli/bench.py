@@ -96,10 +96,6 @@ def bench(do_ops, methods_arg, data, forget_spec, checkpoint, arch, runs, device
             original, arch, where = original_model(splits, checkpoint=checkpoint, arch=arch, device=dev,
                                                    progress=progress, recipe=train_recipe)
             console.print(f"original model: {where}")
-            if compile_choice or (compile_choice is None and ingredients):
-                from unlearnx.compiled import check_compilable
-
-                check_compilable(original)
             rows = bench_methods(splits, original, arch, methods, runs=runs, device=dev, ingredients=ingredients,
                                  train_recipe=train_recipe, progress=progress, preset=preset,
                                  executor=executor, compile=compile_choice)

@@ -20,13 +20,12 @@ def _reuse_line(references: dict, unlearned: dict) -> str:
 def compile_summary(enabled: bool, why: str, runsets: dict) -> dict:
     """The report's ``compile`` block: whether and why, and compiling's seconds and graphs over every run done
     now (per method too; reused runs keep what they recorded), which each run's ``seconds`` exclude."""
-    from unlearnx.protocol import COMPILE_FIELDS
-
-    per_method = {m: {name: getattr(r, name).sum().item() for name in COMPILE_FIELDS} for m, r in runsets.items()}
     from unlearnx.compiled import compile_mode
 
-    return {"enabled": enabled, "why": why, "mode": compile_mode() if enabled else None,
-            **{name: sum(v[name] for v in per_method.values()) for name in COMPILE_FIELDS}, "methods": per_method}
+    per_method = {m: r.compile_totals() for m, r in runsets.items()}
+    totals = {name: sum(v[name] for v in per_method.values()) for name in next(iter(per_method.values()))}
+    return {"enabled": enabled, "why": why, "mode": compile_mode() if enabled else None, **totals,
+            "methods": per_method}
 
 
 def _rte(unlearned, retrained, device) -> tuple[float | None, str | None]:

@@ -35,8 +35,8 @@ from .training import NullProgress, Progress, TrainRecipe
 # the method: a score needs at least 3 runs a side (the competition used 512).
 MIN_SCORE_RUNS = 3
 
-# What a compiled run records about compiling (see unlearnx.compiled.CompileStats.as_dict).
-COMPILE_FIELDS = ("compile_seconds", "graphs_compiled", "graph_breaks")
+# What a compiled run records about compiling, with its type (see unlearnx.compiled.CompileStats.as_dict).
+COMPILE_FIELDS = {"compile_seconds": float, "graphs_compiled": int, "graph_breaks": int}
 
 
 @dataclass
@@ -69,13 +69,17 @@ class RunSet:
             self.reused = np.zeros(self.n, dtype=bool)
         if self.native is None:
             self.native = np.zeros(self.n, dtype=bool)
-        for name in COMPILE_FIELDS:
+        for name, kind in COMPILE_FIELDS.items():
             if getattr(self, name) is None:
-                setattr(self, name, np.zeros(self.n, dtype=float if name == "compile_seconds" else int))
+                setattr(self, name, np.zeros(self.n, dtype=kind))
 
     @property
     def n(self) -> int:
         return int(self.confs.shape[0])
+
+    def compile_totals(self) -> dict:
+        """``{"compile_seconds", "graphs_compiled", "graph_breaks"}`` summed over the runs."""
+        return {name: kind(getattr(self, name).sum()) for name, kind in COMPILE_FIELDS.items()}
 
     def cache_counts(self) -> dict:
         """``{"reused": R, "ran": r}`` for a report's ``cache`` section."""
@@ -103,8 +107,8 @@ class RunSet:
                    reused=np.asarray(reused if reused is not None else [False] * len(results), dtype=bool),
                    timed_on=tuple(str(r["timed_on"]) if "timed_on" in r else "" for r in results),
                    native=np.array([bool(r["native"]) if "native" in r else False for r in results]),
-                   **{name: np.array([r[name] if name in r else 0 for r in results],
-                                     dtype=float if name == "compile_seconds" else int) for name in COMPILE_FIELDS},
+                   **{name: np.array([r[name] if name in r else 0 for r in results], dtype=kind)
+                      for name, kind in COMPILE_FIELDS.items()},
                    placement=placement)
 
 

@@ -76,6 +76,11 @@ def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods:
     progress = progress or NullProgress()
     for name in methods:
         get_method(name)  # unknown names fail before any work
+    ladder = impl_ladder(device, ingredients, compile)  # the same for every method
+    if "fused+compile" in ladder:
+        from ..compiled import check_compilable
+
+        check_compilable(original)
     references: RunSet | None = None
     if runs >= MIN_SCORE_RUNS and train_recipe is not None:
         references = retrained_references(splits, arch, train_recipe, runs, device=device, progress=progress,
@@ -84,7 +89,7 @@ def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods:
     rows = []
     for name in methods:
         recipe = make_recipe(name, preset=preset)
-        for impl in impl_ladder(device, ingredients, compile):
+        for impl in ladder:
             fused, resident, channels_last, bf16, compiled = IMPLS[impl]
             amp = torch.bfloat16 if bf16 and device.type == "cuda" else None
             channels_last = channels_last and device.type == "cuda"
@@ -118,9 +123,7 @@ def bench_methods(splits: Splits, original: torch.nn.Module, arch: str, methods:
             if compiled:  # the one-time compile, kept out of "seconds"
                 from ..compiled import compile_mode
 
-                row.update(compile_mode=compile_mode(), compile_seconds=float(result.compile_seconds.sum()),
-                           graphs_compiled=int(result.graphs_compiled.sum()),
-                           graph_breaks=int(result.graph_breaks.sum()))
+                row.update(compile_mode=compile_mode(), **result.compile_totals())
             if references is not None:
                 row.update(score=score(result, references)["score"])
                 row["cache"]["references"] = references.cache_counts()
