@@ -1,10 +1,9 @@
-"""Pack the CIFAR-10 JPEG folder into one file small enough to travel to a GPU machine, and unpack it.
+"""Pack a CIFAR-10 JPEG folder into one file that is quick to copy to a GPU machine, and unpack it.
 
-The device tool sends at most 64 MiB with the working tree, and ``../shared`` does not travel. The
-60,000 JPEGs hold 52.7 MiB of bytes but cost far more as files (tar: 512 B of header each), so this
+The 60,000 JPEGs hold 52.7 MiB of bytes but cost far more as files (tar: 512 B of header each), so this
 stores the raw bytes once, uncompressed (JPEG does not compress further), with each file's path:
 
-    python bench/cifar_pack.py pack ../shared/data/cifar10-jpeg .carry/cifar10-jpeg.npz
+    python bench/cifar_pack.py pack PATH/cifar10-jpeg .carry/cifar10-jpeg.npz
     python bench/cifar_pack.py unpack .carry/cifar10-jpeg.npz /tmp/cifar10-jpeg    # on the GPU machine
 
 ``unpack`` recreates the files byte for byte and checks the SHA-256 of every file against the one

@@ -28,10 +28,8 @@ need_cifar() {
     if [ -d "$CIFAR/train" ]; then return; fi
     if [ -f "$PACK" ]; then
         "$PY" bench/cifar_pack.py unpack "$PACK" "$CIFAR"
-    elif [ -d ../shared/data/cifar10-jpeg ]; then
-        CIFAR=../shared/data/cifar10-jpeg
     else
-        echo "no CIFAR-10: carry $PACK (python bench/cifar_pack.py pack ../shared/data/cifar10-jpeg $PACK)" >&2
+        echo "no CIFAR-10: set CIFAR=PATH/cifar10-jpeg, or bring $PACK (python bench/cifar_pack.py pack PATH/cifar10-jpeg $PACK)" >&2
         exit 2
     fi
 }

@@ -6,11 +6,12 @@ Sized for one 10-minute GPU command with the defaults (starting-kit SGD recipe s
 ``--train-epochs``, 3 runs per side: the score needs 3 or more, since F is 0 by construction at 2).
 On a CPU use ``--subset`` to shrink every split.
 
-    python bench/seed_table.py --data ../shared/data/cifar10-jpeg --device cuda --out bench/results/seed-table-h100
+    python bench/seed_table.py --data PATH/cifar10-jpeg --device cuda --out bench/results/seed-table-h100
 """
 from __future__ import annotations
 
 import argparse
+import os
 import copy
 import dataclasses
 import sys
@@ -44,7 +45,8 @@ def shrink(splits, n):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg"))
+    parser.add_argument("--data", default=os.environ.get("UNLEARNX_CIFAR10_JPEG"),
+                        help="a CIFAR-10 JPEG tree (ImageFolder layout; default: $UNLEARNX_CIFAR10_JPEG)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--runs", type=int, default=3,
                         help="unlearned runs per method and retrained models (the score needs >= 3)")
@@ -53,6 +55,8 @@ def main(argv=None) -> int:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast + channels_last for the methods (GPU)")
     parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args(argv)
+    if not args.data:
+        parser.error("--data PATH/cifar10-jpeg is needed (or set UNLEARNX_CIFAR10_JPEG)")
 
     device = torch.device(args.device)
     splits = shrink(data.load(args.data, forget="0.1", seed=0), args.subset)

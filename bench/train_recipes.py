@@ -11,6 +11,7 @@ per split of CIFAR-10. Times depend on what else the machine runs.
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import sys
 import tempfile
@@ -84,8 +85,8 @@ def recipes(splits, epochs: int) -> dict[str, TrainRecipe]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cifar", default=str(ROOT.parent / "shared/data/cifar10-jpeg"),
-                        help="a CIFAR-10 ImageFolder tree (skipped when absent)")
+    parser.add_argument("--cifar", default=os.environ.get("UNLEARNX_CIFAR10_JPEG") or "",
+                        help="a CIFAR-10 ImageFolder tree (default: $UNLEARNX_CIFAR10_JPEG; skipped when absent)")
     parser.add_argument("--subset", type=int, default=3000, help="CIFAR-10: N random examples of each split")
     parser.add_argument("--per-class", type=int, default=250,
                         help="training images a class of the competition-layout copy of CIFAR-10")
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = competition_fixture(Path(tmp) / "ages")
         sources["competition layout (8 groups, fixture)"] = lambda: data.load(folder, cache_dir=False)
-        if Path(args.cifar).is_dir():
+        if args.cifar and Path(args.cifar).is_dir():
             cifar = data.load(args.cifar, forget="0.1", seed=0)
             layout = cifar_competition_folder(cifar, Path(tmp) / "cifar-ages", args.per_class)
             sources[f"competition layout of CIFAR-10 images (8 classes, {args.per_class} a class)"] = (

@@ -248,8 +248,8 @@ def test_grad_ascent_forgets_more_than_its_retain_rounds_alone(original, splits)
     assert _acc(model, splits, "test") > _acc(original, splits, "test") - 0.05  # guards kept it a classifier
 
 
-def test_grad_ascent_seed_variant_is_plain_alternating_sgd(splits):
-    # The seed's rule with one LR: θ += lr·∇CE(forget batch), then θ −= lr·∇CE(retain batch), no momentum,
+def test_grad_ascent_plain_variant_is_alternating_sgd(splits):
+    # The plain rule with one LR: θ += lr·∇CE(forget batch), then θ −= lr·∇CE(retain batch), no momentum,
     # no weight decay, no cap, no clipping. Two batches of each, replayed by hand on a linear model (a second
     # step in each direction would show any momentum).
     torch.manual_seed(0)

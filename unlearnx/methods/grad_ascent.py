@@ -1,6 +1,6 @@
 """Gradient ascent with alternating rounds (unlearnx's own method, docs/methods.md §9.2).
 
-``variant="seed"`` (default), the seed's algorithm: each round, a forget pass of plain SGD *ascent* on
+``variant="plain"`` (default), the method as specified: each round, a forget pass of plain SGD *ascent* on
 the forget CE (``θ += lr·∇CE_forget``, realised as descent on −CE) then a retain pass of plain SGD
 descent on the retain CE (``θ −= lr·∇CE_retain``), with one learning rate, no momentum, no weight decay.
 
@@ -27,14 +27,15 @@ from .base import Recipe, Rule, at_least, in_range, one_of, register
 
 @dataclass
 class GradAscentRecipe(Recipe):
-    source = ("this project's seed text (the alternating-rounds gradient-ascent approach): ascent "
+    source = ("unlearnx's own method (docs/methods.md §9.2, alternating-rounds gradient ascent): ascent "
               "θ += lr·∇CE(forget), descent θ −= lr·∇CE(retain), rounds alternate, one learning rate")
-    uncertain = ("the seed gives only the update rule: the learning rate (0.01), the number of rounds (1), the "
-                 "steps per round (a full pass) and the batch size (64, the harness's) are this project's choices")
+    uncertain = ("the specification gives only the update rule: the learning rate (0.01), the number of rounds "
+                 "(1), the steps per round (a full pass) and the batch size (64, the harness's) are this project's "
+                 "choices")
     deviations = ()  # the safeguarded variant is opt-in (variant=safeguarded), documented as this project's addition
     limits = {
-        "variant": one_of("seed", "safeguarded"),
-        "rounds": Rule(">= 1, or unset (1 for seed, 4 for safeguarded)", lambda v: v is None or v >= 1, (0,)),
+        "variant": one_of("plain", "safeguarded"),
+        "rounds": Rule(">= 1, or unset (1 for plain, 4 for safeguarded)", lambda v: v is None or v >= 1, (0,)),
         "forget_lr": at_least(0),      # 0 skips the ascent: the control run of the tests
         "retain_momentum": in_range(0, 1, closed=(True, False)),
         "max_grad_norm": at_least(0),
@@ -43,9 +44,9 @@ class GradAscentRecipe(Recipe):
         "loss_cap": Rule("> 0, 0 (off) or -1 (the validation CE)", lambda v: v >= 0 or v == -1, (-0.5, -2)),
     }
 
-    variant: str = "seed"              # "seed": the seed's plain updates; "safeguarded": this project's addition
-    rounds: Optional[int] = None       # None: 1 (seed) or 4 (safeguarded)
-    lr: float = 0.01                   # seed: both directions; safeguarded: the retain descent
+    variant: str = "plain"             # "plain": the specified updates; "safeguarded": this project's addition
+    rounds: Optional[int] = None       # None: 1 (plain) or 4 (safeguarded)
+    lr: float = 0.01                   # plain: both directions; safeguarded: the retain descent
     forget_steps: int = 0              # forget batches per round (0: one full pass over the forget set)
     forget_batch_size: int = 64        # 0 keeps the batches as given
     retain_steps: int = 0              # retain batches per round (0: one full pass over the retain set)
@@ -58,7 +59,7 @@ class GradAscentRecipe(Recipe):
     retain_weight_decay: float = 5e-4
 
     def num_rounds(self) -> int:
-        return self.rounds if self.rounds is not None else (1 if self.variant == "seed" else 4)
+        return self.rounds if self.rounds is not None else (1 if self.variant == "plain" else 4)
 
 
 def _at_least_fp32(t):
@@ -89,7 +90,7 @@ def mean_ce(model: nn.Module, batches) -> float:
 
 
 def resolve_cap(model: nn.Module, ctx, r: GradAscentRecipe) -> float | None:
-    if r.variant == "seed" or r.loss_cap == 0:
+    if r.variant == "plain" or r.loss_cap == 0:
         return None
     if r.loss_cap > 0:
         return r.loss_cap
@@ -107,7 +108,7 @@ def _grad_ascent(model: nn.Module, ctx, r: GradAscentRecipe) -> None:
 
     forget, retain = batches(ctx.forget, r.forget_batch_size), batches(ctx.retain, r.retain_batch_size)
     params = list(model.parameters())
-    if r.variant == "seed":
+    if r.variant == "plain":
         ascent_opt, descent_opt, clip = sgd(params, r.lr, momentum=0.0), sgd(params, r.lr, momentum=0.0), None
     else:
         ascent_opt = sgd(params, r.forget_lr, momentum=0.0)
@@ -124,7 +125,7 @@ def _grad_ascent(model: nn.Module, ctx, r: GradAscentRecipe) -> None:
                   max_steps=r.retain_steps or None)
 
 
-register("grad-ascent", origin="this project's seed method",
+register("grad-ascent", origin="unlearnx's own method",
          summary="alternating rounds of plain SGD: ascent on the forget CE, descent on the retain CE, one LR "
                  "(variant=safeguarded: capped, clipped ascent, 4 rounds)",
          recipe=GradAscentRecipe)(_grad_ascent)

@@ -47,9 +47,9 @@ class SCLRecipe(Recipe):
 
 @dataclass
 class SCLBiKLRecipe(SCLRecipe):
-    source = ("this project's seed text (improved SCL: forget-pass loss KL(u||p) + 0.85 KL(p||u)); every "
-              "other phase is scl's (1st-place write-up, Kaggle discussion 458721, and the Deep Unlearn port "
-              "kgltop1.py)")
+    source = ("unlearnx's own variant (docs/methods.md §9.1, improved SCL: forget-pass loss KL(u||p) + "
+              "0.85 KL(p||u)); every other phase is scl's (1st-place write-up, Kaggle discussion 458721, and the "
+              "Deep Unlearn port kgltop1.py)")
     deviations = ()
     uncertain = ("only the forget-phase loss is published for the improved variant; every other phase keeps "
                  "the 1st-place schedule, so the variant is an ablation of one term")
@@ -114,7 +114,7 @@ class _ZippedBatches:
 register("scl", origin="1st place, fanchuan (NeurIPS 2023)",
          summary="KL-to-uniform forget pass, then 8 rounds of contrastive forget (t=1.15, cosine) + CE retain (bs 256)",
          recipe=SCLRecipe)(_scl)
-register("scl-bikl", origin="improved 1st place (this project's seed method)",
+register("scl-bikl", origin="improved 1st place (unlearnx's own variant)",
          summary="scl with a bidirectional KL forget pass: KL(u||p) + 0.85 KL(p||u)",
          recipe=SCLBiKLRecipe)(_scl)
 
